@@ -1,0 +1,349 @@
+// Package backend is the seam between coordkit's recipes and a coordination
+// service. It is deliberately narrow: every recipe is written once against
+// [Driver] and [Conn], and each driver (backend/zookeeper, backend/etcd,
+// backend/memory) maps these calls onto its server. The conformance suite in
+// backend/backendtest pins down the contract; every driver passes it.
+//
+// # Paths
+//
+// The seam speaks ZooKeeper-style paths on every backend: absolute,
+// "/"-separated, no trailing "/" (see [ValidatePath]). On etcd a path is used
+// as the key itself and the children of P are the keys directly below "P/", so
+// "/a" and "/ab" never collide. Every call validates its paths before any
+// network traffic and returns a *coordkit.PathError (errors.Is
+// coordkit.ErrInvalidPath) without touching the server.
+//
+// # Sessions
+//
+// A [Conn] is one session: a ZooKeeper session or an etcd lease kept alive by
+// the driver. Ephemeral nodes live exactly as long as it. Its state changes
+// arrive, in order, on [Conn.Events]. A Conn whose session expired stays dead:
+// every later call fails with coordkit.ErrSessionLost; open a new Conn.
+//
+// # Errors
+//
+// Drivers return the sentinels below and the shared ones of package coordkit
+// (ErrSessionLost, ErrClosed, ErrInvalidPath), wrapped with %w, and a
+// cancelled or expired ctx as ctx.Err() (wrapped). ErrConnectionLoss means the
+// outcome of a write is unknown; the caller decides whether to retry.
+package backend
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+)
+
+// Driver opens sessions on one coordination service. A Driver is safe for
+// concurrent use. Closing the driver closes every Conn it opened.
+type Driver interface {
+	// Open establishes a new session whose lease lasts ttl after the server
+	// last heard from the client (ZooKeeper session timeout, etcd lease TTL;
+	// the server may round it, see Conn.Timeout). Open returns once the
+	// session is established, or ctx's error.
+	Open(ctx context.Context, ttl time.Duration) (Conn, error)
+
+	// Name is a short name for logs and test names: "zookeeper", "etcd",
+	// "memory".
+	Name() string
+
+	// Close closes every Conn opened by this driver and releases the
+	// driver's own resources. It is idempotent.
+	Close() error
+}
+
+// Conn is one session on the coordination service. All methods are safe for
+// concurrent use. Every method that talks to the server takes a context and
+// returns ctx's error (wrapped) when it is done first; a write cut off that
+// way may still have been applied.
+type Conn interface {
+	// SessionID identifies the session: the ZooKeeper session id or the etcd
+	// lease id, in lower-case hex. Node.Owner of an ephemeral node created
+	// on this Conn equals it.
+	SessionID() string
+
+	// Timeout is the session timeout in force: the negotiated ZooKeeper
+	// session timeout, or the etcd lease TTL granted by the server.
+	Timeout() time.Duration
+
+	// Events delivers the session's state changes in order. The driver
+	// buffers them without bound, so a slow reader delays but never loses
+	// them. The channel is closed right after the terminal event
+	// (StateExpired or StateClosed), which is always delivered.
+	Events() <-chan ConnEvent
+
+	// Create creates a node and returns it, with Seq and Token taken from
+	// the server response that created it, at no extra round trip of
+	// latency. Missing parents are created first (ZooKeeper: as container
+	// nodes, which the server removes once empty; etcd: nothing to do).
+	// With Sequential the server appends a creation-ordered suffix to the
+	// last path element; with Protected the last element is prefixed with
+	// "_c_<uuid>-" (Curator's protected mode) and a create whose reply was
+	// lost is recovered by finding that node instead of leaving an orphan.
+	// Returns ErrNodeExists if a non-sequential path exists.
+	Create(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, error)
+
+	// Get reads one node. Returns ErrNoNode if it does not exist.
+	Get(ctx context.Context, path string) (Node, error)
+
+	// Children lists the direct children of parent in creation order (see
+	// Node.Seq; on ZooKeeper, children without a sequence suffix come last,
+	// by name). Only Name, Path, Seq and Sequential are set on the returned
+	// nodes. A parent that does not exist has no children: it is not an
+	// error.
+	Children(ctx context.Context, parent string) ([]Node, error)
+
+	// Set replaces a node's data if its Version equals version (AnyVersion
+	// skips the check). Returns ErrNoNode or ErrBadVersion.
+	Set(ctx context.Context, path string, data []byte, version int64) (Node, error)
+
+	// Delete removes a node if its Version equals version (AnyVersion skips
+	// the check). Returns ErrNoNode, ErrBadVersion, or ErrNotEmpty for a
+	// ZooKeeper node that has children.
+	Delete(ctx context.Context, path string, version int64) error
+
+	// GuardedSet writes data to path only if every guard holds, atomically
+	// on the server (ZooKeeper multi with check ops, etcd Txn compares).
+	// When a guard fails nothing is written and the error is ErrGuardFailed
+	// (wrapping ErrNoNode or ErrBadVersion when the driver can tell which).
+	// The node at path must exist (ErrNoNode) and its version is checked as
+	// in Set (ErrBadVersion).
+	GuardedSet(ctx context.Context, guards []Guard, path string, data []byte, version int64) (Node, error)
+
+	// Watch reads the node at path and arms a one-shot watch on it, in a way
+	// that misses no change made after the read (ZooKeeper GetW/ExistsW; etcd
+	// Get then Watch from the read's revision). exists reports whether the
+	// node existed at the read. The watch fires once: when the node is
+	// created, changed or deleted, or when it can no longer be delivered.
+	Watch(ctx context.Context, path string) (node Node, exists bool, w *Watch, err error)
+
+	// WatchChildren lists parent's children as Children does and arms a
+	// one-shot watch that fires when a child is added or removed (not when
+	// a child's data changes).
+	WatchChildren(ctx context.Context, parent string) ([]Node, *Watch, error)
+
+	// Close ends the session: its ephemeral nodes are deleted at once
+	// (ZooKeeper closeSession; etcd lease revoke), bounded by ctx. It is
+	// idempotent. Afterwards every call returns coordkit.ErrClosed and
+	// Events receives StateClosed and is closed.
+	Close(ctx context.Context) error
+}
+
+// CreateOptions select the kind of node Create makes.
+type CreateOptions struct {
+	// Ephemeral ties the node to the session: the server deletes it when
+	// the session ends (ZooKeeper ephemeral node; etcd key attached to the
+	// session's lease).
+	Ephemeral bool
+	// Sequential asks the server for a creation-ordered name: ZooKeeper
+	// appends its 10-digit sequence number; etcd appends a suffix unique to
+	// the session and orders by create revision.
+	Sequential bool
+	// Protected prefixes the name with "_c_<uuid36>-", as Curator's
+	// protected mode does, so that a create whose reply is lost can find
+	// its own node.
+	Protected bool
+}
+
+// AnyVersion passed as a version to Set, Delete or GuardedSet skips the
+// version check.
+const AnyVersion int64 = -1
+
+// Node is a snapshot of one node as the server reported it.
+type Node struct {
+	// Path is the full path, including any protected prefix and sequence
+	// suffix the server assigned.
+	Path string
+	// Name is the last element of Path.
+	Name string
+	// Data is the node's content (nil from Children).
+	Data []byte
+	// Seq orders siblings by creation: on ZooKeeper the sequence suffix as
+	// the signed 32-bit number the server wrote (negative after the parent's
+	// counter wrapped); on etcd the key's create revision. Compare siblings
+	// with SeqLess, never with <.
+	Seq int64
+	// Sequential reports whether Seq is meaningful: false for a ZooKeeper
+	// node whose name has no sequence suffix.
+	Sequential bool
+	// Token is the fencing token of this incarnation of the node: the
+	// ZooKeeper czxid or the etcd create revision. It grows with every node
+	// created anywhere in the cluster, so a later grant has a larger token.
+	// Zero from Children.
+	Token int64
+	// Version is an opaque stamp of the node's current data: pass it back
+	// to Set, Delete or a Guard to make the write conditional. (ZooKeeper
+	// data version; etcd mod revision.)
+	Version int64
+	// Owner is the SessionID of the session an ephemeral node belongs to,
+	// "" for a persistent node.
+	Owner string
+}
+
+// Guard is one condition of a GuardedSet.
+//
+// The node at Path must exist; if Token is non-zero, it must be the same
+// incarnation (etcd compares the create revision; ZooKeeper cannot compare
+// czxid in a multi, so it checks Version, and a guard there is exact only for
+// a path that is never re-created, such as a sequential or protected node);
+// if Version is not AnyVersion, its Version must equal it.
+type Guard struct {
+	Path    string
+	Token   int64
+	Version int64
+}
+
+// GuardOf returns the guard that holds exactly while n is unchanged.
+func GuardOf(n Node) Guard { return Guard{Path: n.Path, Token: n.Token, Version: n.Version} }
+
+// SeqLess reports whether a sibling with sequence a was created before one
+// with sequence b. ZooKeeper's per-parent counter is a signed 32-bit number
+// that wraps from 2147483647 to -2147483648, so values are compared with
+// serial-number arithmetic (RFC 1982): correct as long as the live siblings
+// span less than 2^31 creations. etcd revisions are 64-bit and never wrap.
+func SeqLess(a, b int64) bool {
+	if a >= -1<<31 && a < 1<<31 && b >= -1<<31 && b < 1<<31 {
+		return int32(uint32(a)-uint32(b)) < 0
+	}
+	return a < b
+}
+
+// ConnState is a state of a Conn as its driver sees it. The session package
+// maps these onto the user-facing states (Disconnected → Suspended, Expired →
+// Lost) and adds its local timer.
+type ConnState int
+
+const (
+	// StateConnected: the session is established. Sent once, first.
+	StateConnected ConnState = iota + 1
+	// StateDisconnected: the client lost contact with the server (ZooKeeper
+	// disconnected; etcd keepalives stalled). The session may still be alive
+	// on the server, or not.
+	StateDisconnected
+	// StateReconnected: contact is back and the same session is alive.
+	StateReconnected
+	// StateExpired: the server ended the session (ZooKeeper expiry, etcd
+	// lease not found or revoked), or the client knows it has ended (etcd
+	// keepalive deadline passed). Terminal.
+	StateExpired
+	// StateClosed: Close was called. Terminal.
+	StateClosed
+)
+
+// String returns the state's name.
+func (s ConnState) String() string {
+	switch s {
+	case StateConnected:
+		return "Connected"
+	case StateDisconnected:
+		return "Disconnected"
+	case StateReconnected:
+		return "Reconnected"
+	case StateExpired:
+		return "Expired"
+	case StateClosed:
+		return "Closed"
+	}
+	return "ConnState(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Terminal reports whether no event follows s.
+func (s ConnState) Terminal() bool { return s == StateExpired || s == StateClosed }
+
+// ConnEvent is one state change of a Conn.
+type ConnEvent struct {
+	State ConnState
+	// Err says why, for StateDisconnected and StateExpired (may be nil).
+	Err error
+	// At is when the driver observed the change (monotonic clock reading).
+	At time.Time
+}
+
+// EventType says what a Watch saw.
+type EventType int
+
+const (
+	// EventCreated: the watched node was created.
+	EventCreated EventType = iota + 1
+	// EventChanged: the watched node's data changed.
+	EventChanged
+	// EventDeleted: the watched node was deleted.
+	EventDeleted
+	// EventChildren: a child of the watched parent was added or removed.
+	EventChildren
+	// EventLost: the watch can no longer be delivered; Err says why
+	// (coordkit.ErrSessionLost, coordkit.ErrClosed, or the watch was
+	// stopped).
+	EventLost
+)
+
+// String returns the event type's name.
+func (t EventType) String() string {
+	switch t {
+	case EventCreated:
+		return "Created"
+	case EventChanged:
+		return "Changed"
+	case EventDeleted:
+		return "Deleted"
+	case EventChildren:
+		return "Children"
+	case EventLost:
+		return "Lost"
+	}
+	return "EventType(" + strconv.Itoa(int(t)) + ")"
+}
+
+// WatchEvent is what a Watch delivers.
+type WatchEvent struct {
+	Type EventType
+	Path string
+	Err  error // set for EventLost
+}
+
+// Watch is a one-shot watch armed by Conn.Watch or Conn.WatchChildren.
+type Watch struct {
+	c    <-chan WatchEvent
+	stop func()
+}
+
+// NewWatch is for drivers: c must receive exactly one event and stop must
+// release the watch's resources and be safe to call more than once and after
+// the event.
+func NewWatch(c <-chan WatchEvent, stop func()) *Watch { return &Watch{c: c, stop: stop} }
+
+// C receives exactly one event. After Stop it may never receive.
+func (w *Watch) C() <-chan WatchEvent { return w.c }
+
+// Stop releases the watch. Safe to call more than once and after the event.
+func (w *Watch) Stop() {
+	if w.stop != nil {
+		w.stop()
+	}
+}
+
+// Sentinel errors of the seam. Drivers wrap them with %w.
+var (
+	// ErrNoNode: the node does not exist.
+	ErrNoNode = errors.New("backend: node does not exist")
+	// ErrNodeExists: a node already exists at that path.
+	ErrNodeExists = errors.New("backend: node already exists")
+	// ErrBadVersion: the node's version is not the one given.
+	ErrBadVersion = errors.New("backend: version mismatch")
+	// ErrNotEmpty: the node has children and cannot be deleted.
+	ErrNotEmpty = errors.New("backend: node has children")
+	// ErrGuardFailed: a guard of a GuardedSet did not hold; nothing was
+	// written.
+	ErrGuardFailed = errors.New("backend: guard failed")
+	// ErrConnectionLoss: the connection broke with the request in flight;
+	// a write may or may not have been applied. The session may live on.
+	ErrConnectionLoss = errors.New("backend: connection loss, outcome unknown")
+	// ErrDataTooLarge: the data exceeds MaxDataSize.
+	ErrDataTooLarge = errors.New("backend: data too large")
+)
+
+// MaxDataSize is the largest node data the seam accepts: below ZooKeeper's
+// default jute.maxbuffer (1 MiB) and etcd's default request limit (1.5 MiB),
+// leaving room for the request envelope.
+const MaxDataSize = 1000 * 1024
