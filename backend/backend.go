@@ -73,9 +73,12 @@ type Conn interface {
 	// (StateExpired or StateClosed), which is always delivered.
 	Events() <-chan ConnEvent
 
-	// Create creates a node and returns it, with Seq and Token taken from
-	// the server response that created it, at no extra round trip of
-	// latency. Missing parents are created first (ZooKeeper: as container
+	// Create creates a node and returns it with its Seq and Token. For a
+	// non-sequential path this costs one round trip (ZooKeeper: a multi of
+	// the create and a setData of the new node, whose Stat carries the
+	// czxid; etcd: one Txn). A sequential create on ZooKeeper needs one more
+	// round trip for the token (an Exists of the new node); queue recipes
+	// use CreateAndList, which hides it behind the listing. Missing parents are created first (ZooKeeper: as container
 	// nodes, which the server removes once empty; etcd: nothing to do).
 	// With Sequential the server appends a creation-ordered suffix to the
 	// last path element; with Protected the last element is prefixed with
@@ -83,6 +86,14 @@ type Conn interface {
 	// lost is recovered by finding that node instead of leaving an orphan.
 	// Returns ErrNodeExists if a non-sequential path exists.
 	Create(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, error)
+
+	// CreateAndList creates a node as Create does and lists the children of
+	// its parent as Children does, as seen after the create: the listing
+	// always contains the new node. This is how queue recipes join a queue.
+	// It costs one round trip of latency more than Create at most: on
+	// ZooKeeper the token read (Exists of the new node) and the listing are
+	// sent pipelined once the create returns; on etcd it is one Txn.
+	CreateAndList(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, []Node, error)
 
 	// Get reads one node. Returns ErrNoNode if it does not exist.
 	Get(ctx context.Context, path string) (Node, error)
