@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what the tests need, where it can, and runs every test of coordkit:
+# vet, the unit tests (-race), a short fuzz of the path validator, and the
+# real-server tests of ./integration (ZooKeeper standalone and ensemble from
+# Debian's package, etcd embedded) with -race.
+#
+#   scripts/test.sh            everything
+#   SKIP_INSTALL=1 scripts/test.sh   do not try to install ZooKeeper
+#
+# Real-server tests fail (not skip) when CI is set and a server cannot start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+need_zk() {
+  [ -n "${COORDKIT_ZOOKEEPER_ADDRS:-}" ] && return 1
+  [ -f "${COORDKIT_ZOOKEEPER_JARS_DIR:-/usr/share/java}/zookeeper.jar" ] && command -v java >/dev/null && return 1
+  return 0
+}
+
+if [ -z "${SKIP_INSTALL:-}" ] && need_zk; then
+  say "installing ZooKeeper (Debian package zookeeper: server jars and a Java runtime)"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
+  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
+    sudo apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
+  else
+    echo "cannot install ZooKeeper here: install Java 17 and ZooKeeper 3.8 (Debian: apt-get install zookeeper)," >&2
+    echo "or point COORDKIT_ZOOKEEPER_ADDRS at a server; real-server tests will skip (or fail when CI is set)." >&2
+  fi
+fi
+
+command -v go >/dev/null || { echo "go is not installed: https://go.dev/doc/install" >&2; exit 1; }
+go version
+
+say "go vet"
+go vet ./...
+(cd integration && go vet ./...)
+
+say "unit tests (-race): backend seam, memory driver + conformance suite, session, clock"
+go test -race -count=1 ./...
+
+say "fuzz the path validator (10s)"
+go test -run='^$' -fuzz=FuzzValidatePath -fuzztime=10s ./backend/
+
+say "real-server tests (-race): ZooKeeper standalone + ensemble, etcd embedded single + 3 members"
+(cd integration && go test -race -count=1 -timeout=25m -v ./... 2>&1 | tee /tmp/coordkit-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^\s+\S+\.go:[0-9]+:' | grep -v '^=== RUN' ; exit "${PIPESTATUS[0]}")
