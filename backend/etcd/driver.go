@@ -1,0 +1,290 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
+)
+
+// DefaultSessionPrefix is where session marker keys live unless
+// [WithSessionPrefix] says otherwise.
+const DefaultSessionPrefix = "/coordkit/sessions"
+
+// Option configures a [Driver].
+type Option func(*options)
+
+type options struct {
+	logger        *zap.Logger
+	suspendAfter  time.Duration
+	sessionPrefix string
+}
+
+// WithLogger sets the logger of the driver and its sessions. The default is
+// a no-op logger. A client created by [Dial] without its own logger logs
+// through it too.
+func WithLogger(l *zap.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// WithSuspendAfter sets how long a session may go without a keepalive reply
+// before its Conn reports StateDisconnected. It must be positive and shorter
+// than the TTL passed to Open. The default is half the granted TTL, but at
+// least TTL/3+600ms (etcd's client sends a keepalive every TTL/3, checked on
+// a 500ms tick, so shorter values would report spurious disconnections) and
+// at most 9/10 of the TTL.
+func WithSuspendAfter(d time.Duration) Option {
+	return func(o *options) { o.suspendAfter = d }
+}
+
+// WithSessionPrefix sets the path below which each session puts its marker
+// key, <prefix>/<lease hex>. The default is [DefaultSessionPrefix]. The
+// prefix must be a valid path (see backend.ValidatePath).
+func WithSessionPrefix(prefix string) Option {
+	return func(o *options) { o.sessionPrefix = prefix }
+}
+
+// Driver opens coordkit sessions on an etcd cluster. It is safe for
+// concurrent use.
+type Driver struct {
+	cli  *clientv3.Client
+	owns bool
+	o    options
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+}
+
+var _ backend.Driver = (*Driver)(nil)
+
+// New returns a driver that uses client. The driver does not own the client:
+// Close closes the driver's sessions but leaves the client open, and the
+// caller must keep it open until then.
+func New(client *clientv3.Client, opts ...Option) (*Driver, error) {
+	if client == nil {
+		return nil, fmt.Errorf("etcd: nil client: %w", coordkit.ErrInvalidArgument)
+	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Driver{cli: client, o: o, conns: make(map[*conn]struct{})}, nil
+}
+
+// Dial creates an etcd client from cfg and returns a driver that owns it:
+// Close closes the client too. If cfg sets neither Logger nor LogConfig, the
+// client logs through the driver's logger (see [WithLogger]).
+func Dial(cfg clientv3.Config, opts ...Option) (*Driver, error) {
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil && cfg.LogConfig == nil {
+		cfg.Logger = o.logger.Named("etcd-client")
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: dial: %w", err)
+	}
+	return &Driver{cli: cli, owns: true, o: o, conns: make(map[*conn]struct{})}, nil
+}
+
+func buildOptions(opts []Option) (options, error) {
+	o := options{logger: zap.NewNop(), sessionPrefix: DefaultSessionPrefix}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.logger == nil {
+		o.logger = zap.NewNop()
+	}
+	if o.suspendAfter < 0 {
+		return o, fmt.Errorf("etcd: suspend-after %v is not positive: %w", o.suspendAfter, coordkit.ErrInvalidArgument)
+	}
+	if err := backend.ValidatePath(o.sessionPrefix); err != nil {
+		return o, fmt.Errorf("etcd: session prefix: %w", err)
+	}
+	return o, nil
+}
+
+// Name returns "etcd".
+func (d *Driver) Name() string { return "etcd" }
+
+// Client returns the etcd client the driver uses.
+func (d *Driver) Client() *clientv3.Client { return d.cli }
+
+// Open grants a lease of ttl (rounded up to whole seconds, at least one),
+// keeps it alive, and returns the session as a Conn. Its first event is
+// StateConnected. See the package documentation for how its states are
+// detected.
+func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("etcd: open: nil context: %w", coordkit.ErrInvalidArgument)
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("etcd: open: ttl %v is not positive: %w", ttl, coordkit.ErrInvalidArgument)
+	}
+	if d.o.suspendAfter != 0 && d.o.suspendAfter >= ttl {
+		return nil, fmt.Errorf("etcd: open: suspend-after %v is not shorter than the ttl %v: %w",
+			d.o.suspendAfter, ttl, coordkit.ErrInvalidArgument)
+	}
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("etcd: open: driver: %w", coordkit.ErrClosed)
+	}
+
+	secs := int64((ttl + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	grant, err := d.cli.Grant(ctx, secs)
+	if err != nil {
+		return nil, openErr(ctx, "grant lease", err)
+	}
+	grantedAt := time.Now()
+	granted := time.Duration(grant.TTL) * time.Second
+	c := &conn{
+		d:            d,
+		cli:          d.cli,
+		lease:        grant.ID,
+		id:           fmt.Sprintf("%x", int64(grant.ID)),
+		ttl:          granted,
+		granted:      grantedAt,
+		suspendAfter: d.o.suspendAfter,
+	}
+	if c.suspendAfter == 0 {
+		c.suspendAfter = defaultSuspendAfter(granted)
+	}
+	c.lg = d.o.logger.With(zap.String("lease", c.id))
+	c.marker = d.o.sessionPrefix + "/" + c.id
+
+	kaCtx, kaCancel := context.WithCancel(context.Background())
+	c.kaCancel = kaCancel
+	abort := func(step string, err error) (backend.Conn, error) {
+		if c.sess != nil {
+			c.sess.Orphan()
+		}
+		kaCancel()
+		// The lease expires by itself within its TTL; a prompt revoke
+		// just tidies up sooner.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_, _ = d.cli.Revoke(rctx, grant.ID)
+		cancel()
+		return nil, openErr(ctx, step, err)
+	}
+
+	c.sess, err = concurrency.NewSession(d.cli, concurrency.WithLease(grant.ID),
+		concurrency.WithTTL(int(grant.TTL)), concurrency.WithContext(kaCtx))
+	if err != nil {
+		return abort("keep lease alive", err)
+	}
+	// The lessor fans every keepalive reply of the lease out to each of its
+	// channels: this one tells the state loop that the server still answers.
+	ka, err := d.cli.KeepAlive(kaCtx, grant.ID)
+	if err != nil {
+		return abort("keep lease alive", err)
+	}
+	put, err := d.cli.Put(ctx, c.marker, "", clientv3.WithLease(grant.ID))
+	if err != nil {
+		return abort("put session marker", err)
+	}
+
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	c.events = make(chan backend.ConnEvent, eventBuffer)
+	c.expireCh = make(chan error, 1)
+	c.closeCh = make(chan struct{})
+	c.loopDone = make(chan struct{})
+	c.closed = make(chan struct{})
+
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return abort("open", fmt.Errorf("driver: %w", coordkit.ErrClosed))
+	}
+	d.conns[c] = struct{}{}
+	c.wg.Add(1)
+	d.mu.Unlock()
+
+	go c.watchMarker(put.Header.Revision + 1)
+	go c.run(ka)
+	c.lg.Debug("etcd session opened", zap.Duration("ttl", granted), zap.Duration("suspend-after", c.suspendAfter))
+	return c, nil
+}
+
+func openErr(ctx context.Context, step string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("etcd: open: %s: %w", step, cerr)
+	}
+	if isUnavailable(err) {
+		return fmt.Errorf("etcd: open: %s: %w: %w", step, backend.ErrConnectionLoss, err)
+	}
+	return fmt.Errorf("etcd: open: %s: %w", step, err)
+}
+
+// defaultSuspendAfter is the default of WithSuspendAfter for a granted ttl.
+func defaultSuspendAfter(ttl time.Duration) time.Duration {
+	d := ttl / 2
+	// etcd's client sends a keepalive TTL/3 after the last reply, on a 500ms
+	// tick: replies may legitimately be TTL/3+500ms apart.
+	if lo := ttl/3 + 600*time.Millisecond; d < lo {
+		d = lo
+	}
+	if hi := ttl * 9 / 10; d > hi {
+		d = hi
+	}
+	return d
+}
+
+func (d *Driver) forget(c *conn) {
+	d.mu.Lock()
+	delete(d.conns, c)
+	d.mu.Unlock()
+}
+
+// Close closes every Conn opened by the driver, each bounded by its TTL, and
+// then the client if the driver owns it (see [Dial]). It is idempotent.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	conns := make([]*conn, 0, len(d.conns))
+	for c := range d.conns {
+		conns = append(conns, c)
+	}
+	d.mu.Unlock()
+
+	errs := make([]error, len(conns))
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), c.ttl)
+			defer cancel()
+			errs[i] = c.Close(ctx)
+		}()
+	}
+	wg.Wait()
+	if d.owns {
+		if err := d.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, fmt.Errorf("etcd: close client: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

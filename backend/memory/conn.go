@@ -1,0 +1,326 @@
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/clock"
+)
+
+type connState int
+
+const (
+	stateConnected connState = iota
+	stateDisconnected
+	stateEnded // the terminal event was queued
+)
+
+// conn is one session: its client side (state, events, watches) and its
+// server side (alive, ephemerals). Mutable fields are guarded by Driver.mu.
+type conn struct {
+	d      *Driver
+	id     string
+	ttl    time.Duration
+	events *eventQueue
+	stats  *Stats
+
+	state      connState
+	endErr     error // what calls return once the state is stateEnded
+	alive      bool  // the server holds the session
+	failNext   bool
+	timer      clock.Timer   // the server-side timeout while disconnected
+	stopTimer  chan struct{} // ends the goroutine that waits for timer
+	ephemerals map[string]*node
+	watches    map[*watch]struct{} // armed, or fired and held while disconnected
+}
+
+var _ backend.Conn = (*conn)(nil)
+
+// protectedLen is the length of "_c_<uuid36>-".
+const protectedLen = 40
+
+func (c *conn) SessionID() string                { return c.id }
+func (c *conn) Timeout() time.Duration           { return c.ttl }
+func (c *conn) Events() <-chan backend.ConnEvent { return c.events.out }
+
+// stopServerTimer stops the server-side timeout and ends its goroutine,
+// if one runs.
+func (c *conn) stopServerTimer() {
+	if c.stopTimer != nil {
+		c.timer.Stop()
+		close(c.stopTimer)
+		c.timer, c.stopTimer = nil, nil
+	}
+}
+
+func wrap(op, path string, err error) error { return fmt.Errorf("memory: %s %s: %w", op, path, err) }
+
+// validate checks a path and node data before anything else.
+func validate(path string, data []byte) error {
+	if err := backend.ValidatePath(path); err != nil {
+		return err
+	}
+	return backend.ValidateData(data)
+}
+
+// begin admits a request to the server: it must hold d.mu. It refuses a done
+// ctx and a disconnected or ended session, and counts the request.
+func (c *conn) begin(ctx context.Context, op, path string) error {
+	var err error
+	switch {
+	case ctx == nil:
+		err = fmt.Errorf("nil context: %w", coordkit.ErrInvalidArgument)
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	case c.state == stateEnded:
+		err = c.endErr
+	case c.state == stateDisconnected:
+		err = backend.ErrConnectionLoss
+	}
+	if err != nil {
+		return wrap(op, path, err)
+	}
+	c.stats.Requests++
+	c.d.total.Requests++
+	return nil
+}
+
+// reply returns err as the reply of a write, or ErrConnectionLoss if the
+// reply is to be lost (FailNextReply).
+func (c *conn) reply(op, path string, err error) error {
+	if c.failNext {
+		c.failNext = false
+		return wrap(op, path, fmt.Errorf("reply lost (FailNextReply): %w", backend.ErrConnectionLoss))
+	}
+	if err != nil {
+		return wrap(op, path, err)
+	}
+	return nil
+}
+
+func (c *conn) Create(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, error) {
+	n, _, err := c.create(ctx, "create", path, data, opts, false)
+	return n, err
+}
+
+func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, []backend.Node, error) {
+	return c.create(ctx, "create and list", path, data, opts, true)
+}
+
+// create is the client side of Create and CreateAndList: it picks the
+// protected prefix once, and after a lost reply finds the node by it.
+func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, list bool) (backend.Node, []backend.Node, error) {
+	if err := validate(path, data); err != nil {
+		return backend.Node{}, nil, err
+	}
+	parent, name := backend.Split(path)
+	if opts.Protected {
+		name = "_c_" + uuid.NewString() + "-" + name
+	}
+	for {
+		n, kids, err := c.createOnce(ctx, op, parent, name, data, opts, list)
+		if !opts.Protected || !errors.Is(err, backend.ErrConnectionLoss) {
+			return n, kids, err
+		}
+		n, kids, found, err := c.findProtected(ctx, parent, name, opts.Sequential)
+		if found || err != nil {
+			return n, kids, err
+		}
+		// The create did not happen: send it again.
+	}
+}
+
+func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []byte, opts backend.CreateOptions, list bool) (backend.Node, []backend.Node, error) {
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	path := join(parent, name)
+	if err := c.begin(ctx, op, path); err != nil {
+		return backend.Node{}, nil, err
+	}
+	n, err := d.create(c, parent, name, data, opts)
+	if err := c.reply(op, path, err); err != nil {
+		return backend.Node{}, nil, err
+	}
+	var kids []backend.Node
+	if list {
+		kids = d.children(parent)
+	}
+	return n.snapshot(), kids, nil
+}
+
+// findProtected looks for the node a protected create made before its reply
+// was lost, by the "_c_<uuid>-" prefix of name, with the two requests a real
+// driver makes (list the parent, read the node).
+func (c *conn) findProtected(ctx context.Context, parent, name string, sequential bool) (backend.Node, []backend.Node, bool, error) {
+	kids, err := c.Children(ctx, parent)
+	if err != nil {
+		return backend.Node{}, nil, false, err
+	}
+	for _, k := range kids {
+		if k.Name == name || sequential && strings.HasPrefix(k.Name, name[:protectedLen]) {
+			n, err := c.Get(ctx, k.Path)
+			if errors.Is(err, backend.ErrNoNode) {
+				break // deleted meanwhile: create again
+			}
+			return n, kids, err == nil, err
+		}
+	}
+	return backend.Node{}, nil, false, nil
+}
+
+func (c *conn) Get(ctx context.Context, path string) (backend.Node, error) {
+	if err := backend.ValidatePath(path); err != nil {
+		return backend.Node{}, err
+	}
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := c.begin(ctx, "get", path); err != nil {
+		return backend.Node{}, err
+	}
+	n := d.nodes[path]
+	if n == nil {
+		return backend.Node{}, wrap("get", path, backend.ErrNoNode)
+	}
+	return n.snapshot(), nil
+}
+
+func (c *conn) Children(ctx context.Context, parent string) ([]backend.Node, error) {
+	if err := backend.ValidatePath(parent); err != nil {
+		return nil, err
+	}
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := c.begin(ctx, "children", parent); err != nil {
+		return nil, err
+	}
+	return d.children(parent), nil
+}
+
+func (c *conn) Set(ctx context.Context, path string, data []byte, version int64) (backend.Node, error) {
+	return c.GuardedSet(ctx, nil, path, data, version)
+}
+
+func (c *conn) GuardedSet(ctx context.Context, guards []backend.Guard, path string, data []byte, version int64) (backend.Node, error) {
+	op := "set"
+	if guards != nil {
+		op = "guarded set"
+	}
+	if err := validate(path, data); err != nil {
+		return backend.Node{}, err
+	}
+	for _, g := range guards {
+		if err := backend.ValidatePath(g.Path); err != nil {
+			return backend.Node{}, err
+		}
+	}
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := c.begin(ctx, op, path); err != nil {
+		return backend.Node{}, err
+	}
+	err := d.checkGuards(guards)
+	var n *node
+	if err == nil {
+		n, err = d.set(path, data, version)
+	}
+	if err := c.reply(op, path, err); err != nil {
+		return backend.Node{}, err
+	}
+	return n.snapshot(), nil
+}
+
+func (c *conn) Delete(ctx context.Context, path string, version int64) error {
+	if err := backend.ValidatePath(path); err != nil {
+		return err
+	}
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := c.begin(ctx, "delete", path); err != nil {
+		return err
+	}
+	n := d.nodes[path]
+	var err error
+	switch {
+	case n == nil:
+		err = backend.ErrNoNode
+	case !versionOK(n, version):
+		err = backend.ErrBadVersion
+	case len(n.children) > 0:
+		err = backend.ErrNotEmpty
+	default:
+		d.remove(n)
+	}
+	return c.reply("delete", path, err)
+}
+
+func (c *conn) Watch(ctx context.Context, path string) (backend.Node, bool, *backend.Watch, error) {
+	if err := backend.ValidatePath(path); err != nil {
+		return backend.Node{}, false, nil, err
+	}
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := c.begin(ctx, "watch", path); err != nil {
+		return backend.Node{}, false, nil, err
+	}
+	w := d.arm(c, path, false)
+	var snap backend.Node
+	n := d.nodes[path]
+	if n != nil {
+		snap = n.snapshot()
+	}
+	return snap, n != nil, backend.NewWatch(w.ch, func() { d.stopWatch(w) }), nil
+}
+
+func (c *conn) WatchChildren(ctx context.Context, parent string) ([]backend.Node, *backend.Watch, error) {
+	if err := backend.ValidatePath(parent); err != nil {
+		return nil, nil, err
+	}
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := c.begin(ctx, "watch children", parent); err != nil {
+		return nil, nil, err
+	}
+	w := d.arm(c, parent, true)
+	return d.children(parent), backend.NewWatch(w.ch, func() { d.stopWatch(w) }), nil
+}
+
+// Close ends the session at once whatever ctx says: its ephemeral nodes are
+// deleted, its watches end with EventLost (coordkit.ErrClosed) and Events
+// ends with StateClosed. A Conn that is disconnected cannot reach the server:
+// it is closed locally, the server keeps the session until it times out (or
+// Expire), and Close returns backend.ErrConnectionLoss. Closing again, or
+// after the session expired, returns nil.
+func (c *conn) Close(ctx context.Context) error {
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch c.state {
+	case stateEnded:
+		c.endErr = coordkit.ErrClosed
+		return nil
+	case stateDisconnected:
+		d.end(c, backend.StateClosed)
+		if !c.alive {
+			delete(d.sessions, c.id)
+		}
+		return wrap("close", c.id, fmt.Errorf("closed while disconnected, the server keeps the session until it expires: %w", backend.ErrConnectionLoss))
+	}
+	d.end(c, backend.StateClosed)
+	d.endSession(c)
+	delete(d.sessions, c.id)
+	return nil
+}

@@ -1,0 +1,569 @@
+package zookeeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
+)
+
+const (
+	// maxCreateAttempts bounds the create / create-parents / recover loop.
+	maxCreateAttempts = 10
+	// maxReadAttempts bounds the retries of the reads a create needs after
+	// it succeeded (token, listing).
+	maxReadAttempts = 5
+)
+
+var worldACL = zk.WorldACL(zk.PermAll)
+
+var errNilContext = fmt.Errorf("nil context: %w", coordkit.ErrInvalidArgument)
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
+}
+
+// createReq is one Create call as the driver carries it out.
+type createReq struct {
+	parent string // parent of the new node
+	name   string // last element asked for, with the protected prefix
+	full   string // parent + name: the path sent to the server
+	prefix string // the protected prefix "_c_<uuid>-", or ""
+	data   []byte
+	flags  int32
+	opts   backend.CreateOptions
+}
+
+// recoverable reports whether a create whose outcome was lost can be
+// resolved: a protected node is found by its prefix, a fixed-path ephemeral
+// node by its owner.
+func (r *createReq) recoverable() bool {
+	return r.prefix != "" || (r.opts.Ephemeral && !r.opts.Sequential)
+}
+
+// Create implements backend.Conn.
+func (c *conn) Create(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, error) {
+	const op = "create"
+	n, haveStat, err := c.create(ctx, op, path, data, opts)
+	if err != nil || haveStat {
+		return n, err
+	}
+	// A sequential create returns only the name: read the token.
+	for attempt := 0; ; attempt++ {
+		type exists struct {
+			ok bool
+			st *zk.Stat
+		}
+		e, err := do(ctx, c, func(z *zk.Conn) (exists, error) {
+			ok, st, err := z.Exists(n.Path)
+			return exists{ok, st}, err
+		}, nil)
+		switch {
+		case err == nil && e.ok:
+			fillStat(&n, e.st)
+			return n, nil
+		case err == nil:
+			return backend.Node{}, c.wrap(op, n.Path, fmt.Errorf("created, then deleted before its token was read: %w", zk.ErrNoNode))
+		case c.isConnLoss(err) && attempt < maxReadAttempts:
+			if werr := c.waitConnected(ctx); werr == nil {
+				continue
+			}
+		}
+		c.discard(n)
+		return backend.Node{}, c.wrap(op, n.Path, err)
+	}
+}
+
+// CreateAndList implements backend.Conn. After the create, the token read
+// (for a sequential node) and the listing are sent at once from two
+// goroutines, so they share one round trip: go-zookeeper writes them on the
+// session's connection one after the other and the server answers a
+// session's requests in order, after the create.
+func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, []backend.Node, error) {
+	const op = "create"
+	n, haveStat, err := c.create(ctx, op, path, data, opts)
+	if err != nil {
+		return n, nil, err
+	}
+	parent, _ := backend.Split(n.Path)
+	type listing struct {
+		kids   []string
+		exists bool
+		st     *zk.Stat
+	}
+	for attempt := 0; ; attempt++ {
+		needStat := !haveStat
+		l, err := do(ctx, c, func(z *zk.Conn) (listing, error) {
+			var (
+				l    listing
+				serr error
+				wg   sync.WaitGroup
+			)
+			if needStat {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					l.exists, l.st, serr = z.Exists(n.Path)
+				}()
+			}
+			kids, _, err := z.Children(parent)
+			wg.Wait()
+			l.kids = kids
+			if serr != nil {
+				return l, serr
+			}
+			return l, err
+		}, nil)
+		if err == nil && needStat && !l.exists {
+			err = fmt.Errorf("created, then deleted before it was listed: %w", zk.ErrNoNode)
+		}
+		if err == nil {
+			if needStat {
+				fillStat(&n, l.st)
+				haveStat = true
+			}
+			nodes := childNodes(parent, l.kids)
+			for _, k := range nodes {
+				if k.Name == n.Name {
+					return n, nodes, nil
+				}
+			}
+			// The session's own create must be in its later listing; if
+			// it is not, list again.
+			if attempt < maxReadAttempts {
+				continue
+			}
+			err = fmt.Errorf("the listing of %s lacks the new node: %w", parent, zk.ErrNoNode)
+		} else if c.isConnLoss(err) && attempt < maxReadAttempts {
+			if werr := c.waitConnected(ctx); werr == nil {
+				continue
+			}
+		}
+		if !errors.Is(err, zk.ErrNoNode) {
+			c.discard(n)
+		}
+		return backend.Node{}, nil, c.wrap(op, n.Path, err)
+	}
+}
+
+// fillStat sets the fields of n that come from the server's Stat.
+func fillStat(n *backend.Node, st *zk.Stat) {
+	n.Token = st.Czxid
+	n.Version = int64(st.Version)
+	n.Owner = ownerOf(st.EphemeralOwner)
+}
+
+// create validates and creates the node. haveStat reports whether the
+// Token, Version and Owner are known (a sequential create needs a read).
+func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions) (backend.Node, bool, error) {
+	if ctx == nil {
+		return backend.Node{}, false, c.wrap(op, path, errNilContext)
+	}
+	if err := backend.ValidatePath(path); err != nil {
+		return backend.Node{}, false, fmt.Errorf("zookeeper: %s: %w", op, err)
+	}
+	if err := backend.ValidateData(data); err != nil {
+		return backend.Node{}, false, fmt.Errorf("zookeeper: %s %s: %w", op, path, err)
+	}
+	if err := c.usable(); err != nil {
+		return backend.Node{}, false, c.wrap(op, path, err)
+	}
+	parent, name := backend.Split(path)
+	r := &createReq{parent: parent, name: name, data: clone(data), opts: opts}
+	if opts.Protected {
+		r.prefix = newProtectedPrefix()
+		r.name = r.prefix + name
+	}
+	r.full = joinPath(parent, r.name)
+	if opts.Ephemeral {
+		r.flags |= zk.FlagEphemeral
+	}
+	if opts.Sequential {
+		r.flags |= zk.FlagSequence
+	}
+	n, haveStat, err := c.createLoop(ctx, r)
+	if err != nil {
+		return backend.Node{}, false, c.wrap(op, r.full, err)
+	}
+	return n, haveStat, nil
+}
+
+// createLoop creates r.full, creating missing parents as containers and
+// resolving creates whose outcome a connection loss hid.
+func (c *conn) createLoop(ctx context.Context, r *createReq) (backend.Node, bool, error) {
+	pending := false // a create was sent and its outcome is unknown
+	var last error
+	for attempt := 0; attempt < maxCreateAttempts; attempt++ {
+		if pending {
+			if err := c.waitConnected(ctx); err != nil {
+				c.goTracked(func() { c.cleanupPending(r) })
+				return backend.Node{}, false, err
+			}
+			n, found, err := c.lookup(ctx, r)
+			switch {
+			case err == nil && found:
+				return n, true, nil
+			case err == nil:
+				pending = false // it was not applied: create again
+			case c.isConnLoss(err):
+				last = err
+				continue
+			default:
+				if ctx.Err() != nil {
+					c.goTracked(func() { c.cleanupPending(r) })
+				}
+				return backend.Node{}, false, err
+			}
+		}
+		n, haveStat, err := c.createOnce(ctx, r)
+		switch {
+		case err == nil:
+			return n, haveStat, nil
+		case errors.Is(err, zk.ErrNoNode):
+			// The parent is missing (or an empty container parent was
+			// reaped since we made it): make the parents and retry.
+			last = err
+			if perr := c.ensureParents(ctx, r.parent); perr != nil && !errors.Is(perr, zk.ErrNoNode) {
+				if !c.isConnLoss(perr) {
+					return backend.Node{}, false, perr
+				}
+				last = perr
+				if werr := c.waitConnected(ctx); werr != nil {
+					return backend.Node{}, false, werr
+				}
+			}
+		case c.isConnLoss(err) && r.recoverable():
+			last = err
+			pending = true
+		default:
+			// Includes ctx errors: do hands a late result to
+			// abandonedCreate.
+			return backend.Node{}, false, err
+		}
+	}
+	if pending {
+		c.goTracked(func() { c.cleanupPending(r) })
+	}
+	return backend.Node{}, false, last
+}
+
+// createOnce sends one create. A non-sequential node is created with a
+// multi of create (no data) and setData (the data, version 0): one round
+// trip whose setData result carries the new node's Stat, hence its czxid.
+// The data is sent once, so the request stays within the server's
+// jute.maxbuffer; the version of the new node is 1. A sequential node's
+// final path is unknown before the create, so it is a plain create.
+func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool, error) {
+	if !r.opts.Sequential {
+		res, err := do(ctx, c, func(z *zk.Conn) ([]zk.MultiResponse, error) {
+			return z.Multi(
+				&zk.CreateRequest{Path: r.full, Data: nil, Acl: worldACL, Flags: r.flags},
+				&zk.SetDataRequest{Path: r.full, Data: r.data, Version: 0},
+			)
+		}, func(res []zk.MultiResponse, err error) {
+			c.abandonedCreate(r, r.full, 1, err)
+		})
+		if err != nil {
+			return backend.Node{}, false, err
+		}
+		if len(res) != 2 || res[1].Stat == nil {
+			return backend.Node{}, false, fmt.Errorf("unexpected multi response (%d results): %w", len(res), zk.ErrAPIError)
+		}
+		return nodeOf(r.full, clone(r.data), res[1].Stat), true, nil
+	}
+	p, err := do(ctx, c, func(z *zk.Conn) (string, error) {
+		return z.Create(r.full, r.data, r.flags, worldACL)
+	}, func(p string, err error) {
+		c.abandonedCreate(r, p, 0, err)
+	})
+	if err != nil {
+		return backend.Node{}, false, err
+	}
+	_, name := backend.Split(p)
+	n := backend.Node{Path: p, Name: name, Data: clone(r.data)}
+	if strings.HasPrefix(name, r.name) {
+		n.Seq, n.Sequential = parseSuffix(name[len(r.name):])
+	}
+	if !n.Sequential {
+		n.Seq, n.Sequential = parseSeq(name)
+	}
+	if r.opts.Ephemeral {
+		n.Owner = c.SessionID()
+	}
+	return n, false, nil
+}
+
+// abandonedCreate runs, on do's goroutine, when the caller's ctx ended
+// before the server answered a create: it deletes the node the create made
+// (or, after a connection loss, looks for it) so the call leaves nothing
+// behind.
+func (c *conn) abandonedCreate(r *createReq, path string, version int32, err error) {
+	switch {
+	case err == nil && path != "":
+		_ = c.zk.Delete(path, version)
+	case c.isConnLoss(err) && r.recoverable():
+		c.cleanupPending(r)
+	}
+}
+
+// cleanupPending finds and deletes the node of a create whose outcome is
+// unknown and whose caller has gone. It gives up when the session ends or
+// after a few connection losses.
+func (c *conn) cleanupPending(r *createReq) {
+	for i := 0; i < maxCreateAttempts; i++ {
+		if c.waitConnected(c.bgCtx) != nil {
+			return
+		}
+		n, found, err := c.lookup(c.bgCtx, r)
+		if err == nil {
+			if found {
+				_ = c.zk.Delete(n.Path, zkVersion(n.Version))
+			}
+			return
+		}
+		if !c.isConnLoss(err) {
+			return
+		}
+	}
+}
+
+// discard deletes, in the background, a node this Conn created but could
+// not return.
+func (c *conn) discard(n backend.Node) {
+	if c.usable() != nil {
+		return
+	}
+	c.goTracked(func() { _ = c.zk.Delete(n.Path, zkVersion(n.Version)) })
+}
+
+// lookup resolves a create whose outcome was lost (ZOOKEEPER-1262): a
+// protected node is the child of the parent that starts with our prefix;
+// a fixed-path ephemeral node is ours if its owner is this session.
+func (c *conn) lookup(ctx context.Context, r *createReq) (backend.Node, bool, error) {
+	if r.prefix != "" {
+		kids, err := do(ctx, c, func(z *zk.Conn) ([]string, error) {
+			kids, _, err := z.Children(r.parent)
+			return kids, err
+		}, nil)
+		if errors.Is(err, zk.ErrNoNode) {
+			return backend.Node{}, false, nil
+		}
+		if err != nil {
+			return backend.Node{}, false, err
+		}
+		for _, k := range kids {
+			if !strings.HasPrefix(k, r.prefix) {
+				continue
+			}
+			n, err := c.get(ctx, joinPath(r.parent, k))
+			if errors.Is(err, zk.ErrNoNode) {
+				return backend.Node{}, false, nil
+			}
+			if err != nil {
+				return backend.Node{}, false, err
+			}
+			if r.opts.Sequential && strings.HasPrefix(k, r.name) {
+				if seq, ok := parseSuffix(k[len(r.name):]); ok {
+					n.Seq, n.Sequential = seq, true
+				}
+			}
+			return n, true, nil
+		}
+		return backend.Node{}, false, nil
+	}
+	n, err := c.get(ctx, r.full)
+	if errors.Is(err, zk.ErrNoNode) {
+		return backend.Node{}, false, nil
+	}
+	if err != nil {
+		return backend.Node{}, false, err
+	}
+	if n.Owner != c.SessionID() {
+		return backend.Node{}, false, zk.ErrNodeExists
+	}
+	return n, true, nil
+}
+
+// ensureParents creates the missing ancestors of parent as container nodes,
+// which the server deletes once they have had children and are empty again
+// (so a queue's sequence counter restarts). It finds the deepest existing
+// ancestor by trying from the bottom, then creates downwards.
+func (c *conn) ensureParents(ctx context.Context, parent string) error {
+	var missing []string
+	for p := parent; p != "/"; p, _ = backend.Split(p) {
+		err := c.createContainer(ctx, p)
+		if err == nil || errors.Is(err, zk.ErrNodeExists) {
+			break
+		}
+		if !errors.Is(err, zk.ErrNoNode) {
+			return err
+		}
+		missing = append(missing, p)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := c.createContainer(ctx, missing[i]); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *conn) createContainer(ctx context.Context, path string) error {
+	_, err := do(ctx, c, func(z *zk.Conn) (string, error) {
+		return z.CreateContainer(path, nil, zk.FlagContainer, worldACL)
+	}, nil)
+	return err
+}
+
+// get reads a node; errors are go-zookeeper's.
+func (c *conn) get(ctx context.Context, path string) (backend.Node, error) {
+	type got struct {
+		data []byte
+		st   *zk.Stat
+	}
+	g, err := do(ctx, c, func(z *zk.Conn) (got, error) {
+		data, st, err := z.Get(path)
+		return got{data, st}, err
+	}, nil)
+	if err != nil {
+		return backend.Node{}, err
+	}
+	return nodeOf(path, g.data, g.st), nil
+}
+
+// pre validates a call that reads or writes existing nodes.
+func (c *conn) pre(ctx context.Context, op string, paths ...string) error {
+	for _, p := range paths {
+		if err := backend.ValidatePath(p); err != nil {
+			return fmt.Errorf("zookeeper: %s: %w", op, err)
+		}
+	}
+	what := ""
+	if len(paths) > 0 {
+		what = paths[len(paths)-1]
+	}
+	if ctx == nil {
+		return c.wrap(op, what, errNilContext)
+	}
+	if err := c.usable(); err != nil {
+		return c.wrap(op, what, err)
+	}
+	return nil
+}
+
+// Get implements backend.Conn.
+func (c *conn) Get(ctx context.Context, path string) (backend.Node, error) {
+	if err := c.pre(ctx, "get", path); err != nil {
+		return backend.Node{}, err
+	}
+	n, err := c.get(ctx, path)
+	if err != nil {
+		return backend.Node{}, c.wrap("get", path, err)
+	}
+	return n, nil
+}
+
+// Children implements backend.Conn.
+func (c *conn) Children(ctx context.Context, parent string) ([]backend.Node, error) {
+	if err := c.pre(ctx, "children", parent); err != nil {
+		return nil, err
+	}
+	kids, err := do(ctx, c, func(z *zk.Conn) ([]string, error) {
+		kids, _, err := z.Children(parent)
+		return kids, err
+	}, nil)
+	if errors.Is(err, zk.ErrNoNode) {
+		return []backend.Node{}, nil
+	}
+	if err != nil {
+		return nil, c.wrap("children", parent, err)
+	}
+	return childNodes(parent, kids), nil
+}
+
+// Set implements backend.Conn.
+func (c *conn) Set(ctx context.Context, path string, data []byte, version int64) (backend.Node, error) {
+	if err := c.pre(ctx, "set", path); err != nil {
+		return backend.Node{}, err
+	}
+	if err := backend.ValidateData(data); err != nil {
+		return backend.Node{}, fmt.Errorf("zookeeper: set %s: %w", path, err)
+	}
+	data = clone(data)
+	st, err := do(ctx, c, func(z *zk.Conn) (*zk.Stat, error) {
+		return z.Set(path, data, zkVersion(version))
+	}, nil)
+	if err != nil {
+		return backend.Node{}, c.wrap("set", path, err)
+	}
+	return nodeOf(path, data, st), nil
+}
+
+// Delete implements backend.Conn.
+func (c *conn) Delete(ctx context.Context, path string, version int64) error {
+	if err := c.pre(ctx, "delete", path); err != nil {
+		return err
+	}
+	_, err := do(ctx, c, func(z *zk.Conn) (struct{}, error) {
+		return struct{}{}, z.Delete(path, zkVersion(version))
+	}, nil)
+	return c.wrap("delete", path, err)
+}
+
+// GuardedSet implements backend.Conn with one multi: a check op per guard
+// (the guard's version, or -1 for existence only), then setData. ZooKeeper
+// cannot compare a czxid in a multi, so a guard's Token is not compared: a
+// guard holds if its node exists with the given version (see backend.Guard).
+func (c *conn) GuardedSet(ctx context.Context, guards []backend.Guard, path string, data []byte, version int64) (backend.Node, error) {
+	const op = "guarded set"
+	paths := make([]string, 0, len(guards)+1)
+	for _, g := range guards {
+		paths = append(paths, g.Path)
+	}
+	paths = append(paths, path)
+	if err := c.pre(ctx, op, paths...); err != nil {
+		return backend.Node{}, err
+	}
+	if err := backend.ValidateData(data); err != nil {
+		return backend.Node{}, fmt.Errorf("zookeeper: %s %s: %w", op, path, err)
+	}
+	data = clone(data)
+	ops := make([]any, 0, len(guards)+1)
+	for _, g := range guards {
+		ops = append(ops, &zk.CheckVersionRequest{Path: g.Path, Version: zkVersion(g.Version)})
+	}
+	ops = append(ops, &zk.SetDataRequest{Path: path, Data: data, Version: zkVersion(version)})
+	res, err := do(ctx, c, func(z *zk.Conn) ([]zk.MultiResponse, error) {
+		return z.Multi(ops...)
+	}, nil)
+	if err == nil {
+		if len(res) != len(ops) || res[len(ops)-1].Stat == nil {
+			return backend.Node{}, c.wrap(op, path, fmt.Errorf("unexpected multi response (%d results): %w", len(res), zk.ErrAPIError))
+		}
+		return nodeOf(path, data, res[len(ops)-1].Stat), nil
+	}
+	// The server reports, per op, ok for the ops before the one that
+	// failed, its error, and "runtime inconsistency" for the ops after.
+	failed := -1
+	for i, r := range res {
+		if r.Error != nil {
+			failed = i
+			err = r.Error
+			break
+		}
+	}
+	if failed >= 0 && failed < len(guards) {
+		return backend.Node{}, fmt.Errorf("zookeeper: %s %s: %w: guard on %s: %w", op, path,
+			backend.ErrGuardFailed, guards[failed].Path, c.wrap("check", guards[failed].Path, err))
+	}
+	return backend.Node{}, c.wrap(op, path, err)
+}
