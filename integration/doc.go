@@ -1,3 +1,31 @@
 // Package integration starts real ZooKeeper and etcd servers for tests, the
 // way Curator's TestingServer and TestingCluster do, and injects real faults.
+//
+// Servers:
+//   - StartZooKeeper runs ZooKeeper from the local installation (Debian's
+//     zookeeper package and Java 17) as child processes: a standalone
+//     server, or an ensemble with WithMembers(3). Members can be stopped,
+//     killed and started again on the same ports and data directory.
+//   - StartEtcd embeds etcd in the test process: one member, or three with
+//     WithMembers(3), which can be stopped and restarted.
+//   - COORDKIT_ZOOKEEPER_ADDRS and COORDKIT_ETCD_ENDPOINTS point the tests
+//     at existing servers instead; COORDKIT_USE_DOCKER=1 runs standalone
+//     servers in containers through testcontainers-go.
+//   - When no server can be provided the test is skipped, or fails when
+//     the CI environment variable is set.
+//
+// Servers take seconds to start: share one across a package's tests with
+// ShareZooKeeper / ShareEtcd and close it from TestMain with
+// VerifyTestMain, which also checks for leaked goroutines.
+//
+// Faults:
+//   - Proxy sits between one client and a server: Blackhole, Pause and
+//     Resume, DropConnections.
+//   - ExpireZooKeeperSession closes a ZooKeeper session on the server, as
+//     Curator's KillSession did; a Proxy made with WithZooKeeperProtocol
+//     records the session passwords it needs.
+//
+// Every function taking a testing.TB registers its cleanup with
+// tb.Cleanup; LaunchZooKeeper, LaunchEtcd and StartProxy are the building
+// blocks for code without one.
 package integration

@@ -1,0 +1,141 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+)
+
+// Environment variables read by the kit.
+const (
+	// EnvZooKeeperAddrs, when set to a comma-separated list of host:port,
+	// makes StartZooKeeper use those servers instead of starting its own.
+	// Members cannot then be stopped or restarted.
+	EnvZooKeeperAddrs = "COORDKIT_ZOOKEEPER_ADDRS"
+	// EnvEtcdEndpoints, when set to a comma-separated list of endpoints,
+	// makes StartEtcd use those servers instead of embedding its own.
+	// Members cannot then be stopped or restarted.
+	EnvEtcdEndpoints = "COORDKIT_ETCD_ENDPOINTS"
+	// EnvUseDocker, when "1" or "true", makes StartZooKeeper and StartEtcd
+	// run standalone servers in containers through testcontainers-go.
+	EnvUseDocker = "COORDKIT_USE_DOCKER"
+	// EnvZooKeeperClasspath overrides the Java class path used to run
+	// ZooKeeper (used as given).
+	EnvZooKeeperClasspath = "COORDKIT_ZOOKEEPER_CLASSPATH"
+	// EnvZooKeeperJarsDir overrides the directory holding ZooKeeper's jars;
+	// every jar in it is put on the class path (for example the lib
+	// directory of an Apache ZooKeeper release).
+	EnvZooKeeperJarsDir = "COORDKIT_ZOOKEEPER_JARS_DIR"
+	// EnvZooKeeperImage and EnvEtcdImage override the container images.
+	EnvZooKeeperImage = "COORDKIT_ZOOKEEPER_IMAGE"
+	EnvEtcdImage      = "COORDKIT_ETCD_IMAGE"
+	// EnvCI marks a continuous-integration run: a server that cannot be
+	// provided fails the test instead of skipping it.
+	EnvCI = "CI"
+)
+
+// ErrUnavailable is wrapped by the errors returned when no server can be
+// provided: ZooKeeper is not installed, or Docker was asked for and its
+// engine does not answer. The testing.TB helpers turn it into a skip, or
+// into a failure when the CI environment variable is set.
+var ErrUnavailable = errors.New("integration: server unavailable")
+
+// ErrNoControl is wrapped by the errors returned when a member must be
+// stopped, killed or started but the servers are not owned by the kit
+// (they come from the environment or from a container).
+var ErrNoControl = errors.New("integration: servers are not controlled by the kit")
+
+// InCI reports whether the CI environment variable asks for strict mode:
+// it is set to anything but "", "0" or "false".
+func InCI() bool {
+	v := strings.TrimSpace(strings.ToLower(os.Getenv(EnvCI)))
+	return v != "" && v != "0" && v != "false"
+}
+
+func useDocker() bool {
+	v := strings.TrimSpace(strings.ToLower(os.Getenv(EnvUseDocker)))
+	return v == "1" || v == "true" || v == "yes"
+}
+
+// splitList splits a comma-separated environment value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// skipOrFatal skips the test, or fails it when running in CI.
+func skipOrFatal(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	if InCI() {
+		tb.Fatalf(format+" (CI is set, so this is a failure)", args...)
+	}
+	tb.Skipf(format, args...)
+}
+
+// reportStartError turns an error from a launch function into a skip or
+// a failure of tb.
+func reportStartError(tb testing.TB, what string, err error) {
+	tb.Helper()
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		skipOrFatal(tb, "%v", err)
+	default:
+		tb.Fatalf("start %s: %v", what, err)
+	}
+}
+
+// freePorts reserves n distinct free TCP ports on 127.0.0.1. The ports are
+// released before returning, so another process may still take one; the
+// launchers retry with fresh ports when a bind fails.
+func freePorts(n int) ([]int, error) {
+	ls := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("reserve a loopback port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// tailFile returns the last n lines of the file at path.
+func tailFile(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", path, err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > 4*n {
+			lines = append(lines[:0], lines[len(lines)-n:]...)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	if len(lines) == 0 {
+		return "(empty log)"
+	}
+	return strings.Join(lines, "\n")
+}
