@@ -15,15 +15,6 @@ import (
 	"github.com/coordkit/coordkit/integration"
 )
 
-// One standalone ZooKeeper and one etcd member serve most tests of the
-// package; the tests that stop members start clusters of their own.
-var (
-	sharedZK   = integration.ShareZooKeeper()
-	sharedEtcd = integration.ShareEtcd()
-)
-
-func TestMain(m *testing.M) { integration.VerifyTestMain(m, sharedZK, sharedEtcd) }
-
 // ---- helpers ---------------------------------------------------------
 
 type quietLogger struct{}
