@@ -51,6 +51,18 @@ func ShareEtcd(opts ...Option) *Shared[*EtcdCluster] {
 		logs: func(c *EtcdCluster, tb testing.TB) { c.logTails(tb) }}
 }
 
+// Started returns the shared server if a test started it successfully, for
+// checks that run after the tests (what they left behind).
+func (s *Shared[C]) Started() (C, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var zero C
+	if !s.started || s.err != nil || s.closed {
+		return zero, false
+	}
+	return s.server, true
+}
+
 // Get returns the shared server, starting it on first use. If no server
 // can be provided, every Get skips its test (fails it under CI). When the
 // test fails, the servers' log tails are reported.
@@ -116,18 +128,18 @@ func (s *Shared[C]) Close() error {
 // VerifyTestMain runs the package's tests, closes the shared servers, and
 // then fails the run if goroutines leaked (goleak, ignoring what embedded
 // etcd leaves behind: GoleakOptions). Use it as the whole of TestMain.
-func VerifyTestMain(m *testing.M, shared ...io.Closer) {
+func VerifyTestMain(m goleak.TestingM, shared ...io.Closer) {
 	VerifyTestMainWith(m, shared, GoleakOptions()...)
 }
 
 // VerifyTestMainWith is VerifyTestMain with the caller's goleak options
 // (which should include GoleakOptions when etcd is embedded).
-func VerifyTestMainWith(m *testing.M, shared []io.Closer, opts ...goleak.Option) {
+func VerifyTestMainWith(m goleak.TestingM, shared []io.Closer, opts ...goleak.Option) {
 	goleak.VerifyTestMain(mainWithShared{m: m, shared: shared}, opts...)
 }
 
 type mainWithShared struct {
-	m      *testing.M
+	m      goleak.TestingM
 	shared []io.Closer
 }
 
