@@ -495,4 +495,3 @@ func testMemberKill(t *testing.T, bc backendCase, addrs []string, T time.Duratio
 	nodeGone(t, obs, after.Path, slack)
 	noLeftovers(t, obs, root)
 }
-

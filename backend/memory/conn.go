@@ -28,7 +28,7 @@ type conn struct {
 	d      *Driver
 	id     string
 	ttl    time.Duration
-	events *eventQueue
+	events *backend.EventQueue
 	stats  *Stats
 
 	state      connState
@@ -48,7 +48,7 @@ const protectedLen = 40
 
 func (c *conn) SessionID() string                { return c.id }
 func (c *conn) Timeout() time.Duration           { return c.ttl }
-func (c *conn) Events() <-chan backend.ConnEvent { return c.events.out }
+func (c *conn) Events() <-chan backend.ConnEvent { return c.events.C() }
 
 // stopServerTimer stops the server-side timeout and ends its goroutine,
 // if one runs.

@@ -38,9 +38,10 @@ type Stats struct {
 // Driver is an in-memory coordination service and a backend.Driver on it.
 // It is safe for concurrent use.
 type Driver struct {
-	clock clock.Clock
-	done  chan struct{}  // closed by Close; stops every goroutine below
-	wg    sync.WaitGroup // server-side timeouts and event pumps
+	clock  clock.Clock
+	done   chan struct{}         // closed by Close; stops every goroutine below
+	queues []*backend.EventQueue // every conn's event queue, aborted at Close
+	wg     sync.WaitGroup        // server-side timeouts and event pumps
 
 	// mu guards everything below, the nodes, and the mutable fields of
 	// every conn and watch.
@@ -100,13 +101,14 @@ func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, err
 		d:          d,
 		id:         strconv.FormatUint(0x100000000000000|d.lastID, 16),
 		ttl:        ttl,
-		events:     newEventQueue(),
+		events:     backend.NewEventQueue(eventBuffer),
 		alive:      true,
 		ephemerals: map[string]*node{},
 		watches:    map[*watch]struct{}{},
 		stats:      &Stats{},
 	}
 	d.sessions[c.id] = c
+	d.queues = append(d.queues, c.events)
 	d.stats[c.id] = c.stats
 	d.pushEvent(c, backend.StateConnected, nil)
 	return c, nil
@@ -131,7 +133,14 @@ func (d *Driver) Close() error {
 	}
 	clear(d.sessions)
 	close(d.done)
+	queues := d.queues
+	d.queues = nil
 	d.mu.Unlock()
+	// Nobody reads the events of a closed driver's conns any more: drop
+	// what is left and stop the pumps.
+	for _, q := range queues {
+		q.Abort()
+	}
 	d.wg.Wait()
 	return nil
 }
@@ -270,7 +279,7 @@ func (d *Driver) SessionStats(id string) Stats {
 
 // pushEvent queues a state event on c's channel.
 func (d *Driver) pushEvent(c *conn, st backend.ConnState, err error) {
-	c.events.push(backend.ConnEvent{State: st, Err: err, At: d.clock.Now()}, &d.wg, d.done)
+	c.events.Push(backend.ConnEvent{State: st, Err: err, At: d.clock.Now()})
 }
 
 // end moves c's client side to its terminal state: later calls fail, every

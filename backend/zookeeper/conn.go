@@ -51,7 +51,7 @@ type conn struct {
 	closeDone chan struct{} // Close has finished
 
 	wg     sync.WaitGroup // every goroutine of ours that calls go-zookeeper
-	events *eventQueue
+	events *backend.EventQueue
 }
 
 var _ backend.Conn = (*conn)(nil)
@@ -67,7 +67,7 @@ func newConn(d *Driver, ttl time.Duration) *conn {
 		authed:    make(chan struct{}),
 		zkDone:    make(chan struct{}),
 		closeDone: make(chan struct{}),
-		events:    newEventQueue(),
+		events:    backend.NewEventQueue(eventBuffer),
 	}
 	c.dialCtx, c.dialCancel = context.WithCancel(context.Background())
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
@@ -132,7 +132,7 @@ func (c *conn) onEvent(ev zk.Event) {
 			c.sid.Store(sid)
 			close(c.sessionUp)
 			c.changedLocked()
-			c.events.push(backend.ConnEvent{State: backend.StateConnected, At: now})
+			c.events.Push(backend.ConnEvent{State: backend.StateConnected, At: now})
 		case sid != c.sid.Load():
 			// Cannot happen while the dialer refuses to reconnect after
 			// expiry; if it ever did, the old session is gone all the same.
@@ -143,7 +143,7 @@ func (c *conn) onEvent(ev zk.Event) {
 		case c.disconnected:
 			c.disconnected = false
 			c.changedLocked()
-			c.events.push(backend.ConnEvent{State: backend.StateReconnected, At: now})
+			c.events.Push(backend.ConnEvent{State: backend.StateReconnected, At: now})
 			c.log.Info("reconnected", zap.String("session", c.SessionID()), zap.String("server", ev.Server))
 		}
 		c.mu.Unlock()
@@ -154,7 +154,7 @@ func (c *conn) onEvent(ev zk.Event) {
 			c.disconnected = true
 			c.changedLocked()
 			err := fmt.Errorf("zookeeper: disconnected from %s: %w", ev.Server, backend.ErrConnectionLoss)
-			c.events.push(backend.ConnEvent{State: backend.StateDisconnected, Err: err, At: now})
+			c.events.Push(backend.ConnEvent{State: backend.StateDisconnected, Err: err, At: now})
 			c.log.Info("disconnected", zap.String("session", c.SessionID()), zap.String("server", ev.Server))
 		}
 		c.mu.Unlock()
@@ -176,7 +176,7 @@ func (c *conn) expire(why error, now time.Time) {
 	c.terminal = true
 	c.changedLocked()
 	c.markDeadLocked()
-	c.events.push(backend.ConnEvent{State: backend.StateExpired, Err: why, At: now})
+	c.events.Push(backend.ConnEvent{State: backend.StateExpired, Err: why, At: now})
 	c.mu.Unlock()
 	c.log.Warn("session expired", zap.String("session", c.SessionID()), zap.Error(why))
 	c.closeZK()
@@ -252,7 +252,7 @@ func (c *conn) Timeout() time.Duration {
 }
 
 // Events returns the session's state changes.
-func (c *conn) Events() <-chan backend.ConnEvent { return c.events.ch }
+func (c *conn) Events() <-chan backend.ConnEvent { return c.events.C() }
 
 // Close ends the session: go-zookeeper sends closeSession, so the server
 // deletes the ephemeral nodes at once.
@@ -303,7 +303,7 @@ func (c *conn) Close(ctx context.Context) error {
 
 	c.mu.Lock()
 	if !wasTerminal {
-		c.events.push(backend.ConnEvent{State: backend.StateClosed, At: time.Now()})
+		c.events.Push(backend.ConnEvent{State: backend.StateClosed, At: time.Now()})
 	}
 	c.mu.Unlock()
 	c.d.forget(c)

@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coordkit/coordkit"
-	"github.com/coordkit/coordkit/backend"
 )
 
 func TestParseSeq(t *testing.T) {
@@ -142,43 +141,6 @@ func TestZKVersion(t *testing.T) {
 		if got := zkVersion(v); got != want {
 			t.Errorf("zkVersion(%d) = %d, want %d", v, got, want)
 		}
-	}
-}
-
-func TestEventQueueOrderedUnboundedClosed(t *testing.T) {
-	q := newEventQueue()
-	const n = 3 * eventBuffer
-	for i := 0; i < n; i++ {
-		st := backend.StateDisconnected
-		if i%2 == 1 {
-			st = backend.StateReconnected
-		}
-		q.push(backend.ConnEvent{State: st, At: time.Unix(int64(i), 0)}) // never blocks
-	}
-	q.push(backend.ConnEvent{State: backend.StateExpired, At: time.Unix(n, 0)})
-	q.push(backend.ConnEvent{State: backend.StateClosed}) // after the terminal one: ignored
-	i := 0
-	for ev := range q.ch {
-		if ev.At.Unix() != int64(i) {
-			t.Fatalf("event %d out of order: %v", i, ev)
-		}
-		i++
-	}
-	if i != n+1 {
-		t.Fatalf("got %d events, want %d", i, n+1)
-	}
-}
-
-func TestEventQueueTerminalWithinBuffer(t *testing.T) {
-	q := newEventQueue()
-	q.push(backend.ConnEvent{State: backend.StateConnected})
-	q.push(backend.ConnEvent{State: backend.StateClosed})
-	var got []backend.ConnState
-	for ev := range q.ch {
-		got = append(got, ev.State)
-	}
-	if len(got) != 2 || got[1] != backend.StateClosed {
-		t.Fatalf("%v", got)
 	}
 }
 

@@ -1,0 +1,111 @@
+package backend
+
+import "sync"
+
+// EventQueue is for drivers: it delivers a Conn's state events in order,
+// never drops one and never blocks the producer. Events go straight into a
+// buffered channel while it has room; behind a slow reader they queue up in
+// an unbounded backlog fed to the channel by a goroutine that exists only
+// while the backlog is non-empty. The channel is closed right after the
+// terminal event. The zero value is not usable; call NewEventQueue.
+type EventQueue struct {
+	out   chan ConnEvent
+	abort chan struct{}
+
+	mu       sync.Mutex
+	backlog  []ConnEvent
+	pumping  bool // a pump goroutine owns the head of the backlog
+	ended    bool // the terminal event was pushed
+	aborted  bool
+	pumpDone chan struct{} // closed when the current pump exits
+}
+
+// NewEventQueue returns a queue whose channel buffers buffer events.
+func NewEventQueue(buffer int) *EventQueue {
+	return &EventQueue{out: make(chan ConnEvent, buffer), abort: make(chan struct{})}
+}
+
+// C is the channel Conn.Events returns.
+func (q *EventQueue) C() <-chan ConnEvent { return q.out }
+
+// Push queues ev. Events after the terminal one, or after Abort, are
+// ignored.
+func (q *EventQueue) Push(ev ConnEvent) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.ended || q.aborted {
+		return
+	}
+	q.ended = ev.State.Terminal()
+	if !q.pumping {
+		select {
+		case q.out <- ev:
+			if q.ended {
+				close(q.out)
+			}
+			return
+		default:
+		}
+		q.pumping = true
+		q.pumpDone = make(chan struct{})
+		go q.pump(q.pumpDone)
+	}
+	q.backlog = append(q.backlog, ev)
+}
+
+// Abort is for a driver being closed while nobody reads: it stops the pump,
+// drops what the reader has not taken and closes the channel if the terminal
+// event has not closed it. It returns once the pump goroutine has exited.
+func (q *EventQueue) Abort() {
+	q.mu.Lock()
+	if q.aborted {
+		q.mu.Unlock()
+		return
+	}
+	q.aborted = true
+	close(q.abort)
+	done := q.pumpDone
+	pumping := q.pumping
+	closedByTerminal := q.ended && !pumping
+	q.mu.Unlock()
+	if pumping {
+		<-done // the pump closes the channel
+		return
+	}
+	if !closedByTerminal {
+		q.mu.Lock()
+		q.ended = true
+		close(q.out)
+		q.mu.Unlock()
+	}
+}
+
+func (q *EventQueue) pump(done chan struct{}) {
+	defer close(done)
+	for {
+		q.mu.Lock()
+		if len(q.backlog) == 0 {
+			q.pumping = false
+			if q.ended {
+				close(q.out)
+			}
+			q.mu.Unlock()
+			return
+		}
+		ev := q.backlog[0]
+		q.mu.Unlock()
+		select {
+		case q.out <- ev:
+			q.mu.Lock()
+			q.backlog[0] = ConnEvent{}
+			q.backlog = q.backlog[1:]
+			q.mu.Unlock()
+		case <-q.abort:
+			q.mu.Lock()
+			q.backlog, q.pumping, q.ended = nil, false, true
+			close(q.out)
+			q.mu.Unlock()
+			return
+		}
+	}
+}

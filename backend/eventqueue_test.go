@@ -1,0 +1,82 @@
+package backend_test
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/coordkit/coordkit/backend"
+)
+
+func TestEventQueueOrderedUnboundedClosed(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const buffer, n = 4, 200
+	q := backend.NewEventQueue(buffer)
+	for i := 0; i < n; i++ {
+		st := backend.StateDisconnected
+		if i%2 == 1 {
+			st = backend.StateReconnected
+		}
+		q.Push(backend.ConnEvent{State: st, At: time.Unix(int64(i), 0)}) // never blocks
+	}
+	q.Push(backend.ConnEvent{State: backend.StateExpired, At: time.Unix(n, 0)})
+	q.Push(backend.ConnEvent{State: backend.StateClosed}) // after the terminal one: ignored
+	i := 0
+	for ev := range q.C() {
+		if ev.At.Unix() != int64(i) {
+			t.Fatalf("event %d out of order: %v", i, ev)
+		}
+		i++
+	}
+	if i != n+1 {
+		t.Fatalf("got %d events, want %d", i, n+1)
+	}
+	q.Abort() // after the end: a no-op
+}
+
+func TestEventQueueTerminalWithinBuffer(t *testing.T) {
+	q := backend.NewEventQueue(4)
+	q.Push(backend.ConnEvent{State: backend.StateConnected})
+	q.Push(backend.ConnEvent{State: backend.StateClosed})
+	var got []backend.ConnState
+	for ev := range q.C() {
+		got = append(got, ev.State)
+	}
+	if len(got) != 2 || got[0] != backend.StateConnected || got[1] != backend.StateClosed {
+		t.Fatalf("got %v, want [Connected Closed]", got)
+	}
+}
+
+// Abort with a backlog nobody reads stops the pump and closes the channel.
+func TestEventQueueAbortStopsPump(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	q := backend.NewEventQueue(1)
+	for i := 0; i < 10; i++ {
+		q.Push(backend.ConnEvent{State: backend.StateDisconnected})
+	}
+	q.Abort()
+	n := 0
+	for range q.C() {
+		n++
+	}
+	if n >= 10 {
+		t.Fatalf("read %d events after Abort; the backlog should be dropped", n)
+	}
+	q.Push(backend.ConnEvent{State: backend.StateClosed}) // ignored, no panic
+	q.Abort()
+}
+
+// Abort before any terminal event closes the channel itself.
+func TestEventQueueAbortWithoutBacklog(t *testing.T) {
+	q := backend.NewEventQueue(4)
+	q.Push(backend.ConnEvent{State: backend.StateConnected})
+	q.Abort()
+	got := 0
+	for range q.C() {
+		got++
+	}
+	if got != 1 {
+		t.Fatalf("got %d events, want the 1 buffered before Abort", got)
+	}
+}
