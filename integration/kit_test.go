@@ -386,6 +386,12 @@ func TestProxyEtcdBlackholeAndPause(t *testing.T) {
 	e := sharedEtcd.Get(t)
 	p := integration.NewProxy(t, e.Endpoint(0))
 	cli := connectEtcd(t, p.Addr())
+	direct := connectEtcd(t, e.Endpoints()...)
+	t.Cleanup(func() {
+		if _, err := direct.Delete(context.Background(), "/kit/proxy"); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
 	retryEtcd(t, "put through the proxy", func(ctx context.Context) error {
 		_, err := cli.Put(ctx, "/kit/proxy", "1")
 		return err
