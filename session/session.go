@@ -183,7 +183,8 @@ func (s *Session) HoldContext() context.Context {
 // hold ends with coordkit.ErrClosed. ctx bounds the goodbye to the server
 // (with a context that has no deadline, the session timeout bounds it); the
 // session is closed locally whatever the server says. Close is idempotent;
-// it returns the driver's error from the first call, if any.
+// it returns the driver's error from the first call, if any (closing a
+// session that is already Lost is not an error).
 func (s *Session) Close(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
@@ -195,7 +196,7 @@ func (s *Session) Close(ctx context.Context) error {
 			defer cancel()
 		}
 		close(s.closeReq)
-		if err := s.conn.Close(ctx); err != nil && !errors.Is(err, coordkit.ErrClosed) {
+		if err := s.conn.Close(ctx); err != nil && !errors.Is(err, coordkit.ErrClosed) && !errors.Is(err, coordkit.ErrSessionLost) {
 			s.closeErr = fmt.Errorf("session: close: %w", err)
 		}
 	})

@@ -241,6 +241,12 @@ func TestExpireWhileConnected(t *testing.T) {
 	if !errors.Is(err, coordkit.ErrSessionLost) {
 		t.Fatalf("call on a lost session = %v, want ErrSessionLost", err)
 	}
+	if err := f.s.Close(context.Background()); err != nil {
+		t.Fatalf("Close of a lost session = %v, want nil", err)
+	}
+	if !errors.Is(f.s.Err(), session.ErrExpired) {
+		t.Fatalf("Err after closing a lost session = %v, want it to stay ErrExpired", f.s.Err())
+	}
 }
 
 func TestCloseIsIdempotentAndReleasesEphemerals(t *testing.T) {

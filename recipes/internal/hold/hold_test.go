@@ -1,0 +1,133 @@
+package hold_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/backend/memory"
+	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/hold"
+	"github.com/coordkit/coordkit/session"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func setup(t *testing.T) (*memory.Driver, *session.Session, backend.Node) {
+	t.Helper()
+	drv := memory.New()
+	t.Cleanup(func() { drv.Close() })
+	s, err := session.New(context.Background(), drv, session.WithTTL(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	n, err := s.Conn().Create(context.Background(), "/lock/owner", nil, backend.CreateOptions{Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return drv, s, n
+}
+
+func ended(t *testing.T, h *hold.Hold) error {
+	t.Helper()
+	select {
+	case <-h.Done():
+		return h.Err()
+	case <-time.After(5 * time.Second):
+		t.Fatal("hold did not end")
+	}
+	return nil
+}
+
+func TestHoldEndsWhenNodeDeleted(t *testing.T) {
+	_, s, n := setup(t)
+	h := hold.Start(s, s.HoldContext(), n, n.Token)
+	if h.Err() != nil || h.Token() != n.Token {
+		t.Fatalf("fresh hold: err %v token %d", h.Err(), h.Token())
+	}
+	if err := s.Conn().Delete(context.Background(), n.Path, backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	err := ended(t, h)
+	if !errors.Is(err, recipes.ErrNodeDeleted) || !errors.Is(err, recipes.ErrLost) {
+		t.Fatalf("err %v, want ErrNodeDeleted (ErrLost)", err)
+	}
+	if h.End(recipes.ErrReleased) {
+		t.Fatal("End of an already ended hold reported that it ended it")
+	}
+	if !errors.Is(h.Err(), recipes.ErrNodeDeleted) {
+		t.Fatalf("cause changed after End: %v", h.Err())
+	}
+}
+
+func TestHoldEndsOnSuspend(t *testing.T) {
+	drv, s, n := setup(t)
+	h := hold.Start(s, s.HoldContext(), n, n.Token)
+	drv.Disconnect(s.ID())
+	err := ended(t, h)
+	if !errors.Is(err, recipes.ErrLost) || !errors.Is(err, session.ErrSuspended) || !errors.Is(err, coordkit.ErrSessionLost) {
+		t.Fatalf("err %v, want ErrLost + ErrSuspended", err)
+	}
+	h.End(recipes.ErrReleased)
+}
+
+func TestHoldEpochAlreadyEnded(t *testing.T) {
+	drv, s, n := setup(t)
+	epoch := s.HoldContext()
+	drv.Disconnect(s.ID()) // a suspension between taking the epoch and the grant
+	h := hold.Start(s, epoch, n, n.Token)
+	if err := ended(t, h); !errors.Is(err, session.ErrSuspended) {
+		t.Fatalf("err %v, want ErrSuspended", err)
+	}
+	h.End(recipes.ErrReleased)
+}
+
+func TestHoldReleaseAndDataChange(t *testing.T) {
+	_, s, n := setup(t)
+	h := hold.Start(s, s.HoldContext(), n, n.Token)
+	// A data change is not a loss: the monitor re-arms.
+	if _, err := s.Conn().Set(context.Background(), n.Path, []byte("x"), backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.Done():
+		t.Fatalf("hold ended on a data change: %v", h.Err())
+	case <-time.After(100 * time.Millisecond): // absence check, not ordering
+	}
+	if !h.End(recipes.ErrReleased) {
+		t.Fatal("End of a live hold must report that it ended it")
+	}
+	if !errors.Is(h.Err(), recipes.ErrReleased) || errors.Is(h.Err(), recipes.ErrLost) {
+		t.Fatalf("err after release %v, want ErrReleased only", h.Err())
+	}
+	if !errors.Is(context.Cause(h.Context()), recipes.ErrReleased) {
+		t.Fatalf("context cause %v", context.Cause(h.Context()))
+	}
+}
+
+// Replacing the node (deleted and re-created at the same path by someone
+// else) ends the hold: it is a different incarnation.
+func TestHoldEndsWhenNodeReplaced(t *testing.T) {
+	drv, s, n := setup(t)
+	other, err := session.New(context.Background(), drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	h := hold.Start(s, s.HoldContext(), n, n.Token)
+	defer h.End(recipes.ErrReleased)
+	if _, err := other.Conn().GuardedSet(context.Background(), nil, n.Path, nil, backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	s.Conn().Delete(context.Background(), n.Path, backend.AnyVersion)
+	other.Conn().Create(context.Background(), n.Path, nil, backend.CreateOptions{Ephemeral: true})
+	if err := ended(t, h); !errors.Is(err, recipes.ErrNodeDeleted) {
+		t.Fatalf("err %v, want ErrNodeDeleted", err)
+	}
+}

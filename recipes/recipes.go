@@ -1,0 +1,60 @@
+// Package recipes holds what every coordkit recipe shares: the Held contract
+// of a grant (a lock guard, a permit, a leadership) and the sentinel errors
+// that are not specific to one recipe. Each recipe lives in its own package
+// below this one (recipes/fairlock, recipes/mutex, ...).
+//
+// # The contract of a grant
+//
+// Every grant carries a fencing token that only grows: the ZooKeeper czxid or
+// the etcd create revision of the node that decided the grant, taken from the
+// same server response. A resource that refuses a token smaller than the
+// largest it has seen is safe even against a holder that was paused past its
+// session timeout.
+//
+// Every grant also says when it may be gone: Done is closed, Err tells why
+// and Context is cancelled (with that cause) as soon as the session's error
+// policy says the hold may be gone (by default when the connection is
+// suspended), when the holder's node is deleted or replaced by someone else,
+// or when the holder releases it. Without fencing, a critical section can
+// still overlap another: a lock is then only an efficiency aid.
+package recipes
+
+import (
+	"context"
+	"errors"
+)
+
+// Held is what every grant returns.
+type Held interface {
+	// Done is closed when the hold ends or may have ended.
+	Done() <-chan struct{}
+	// Err is nil while the hold lasts; afterwards why it ended: ErrReleased,
+	// an error matching ErrLost (and coordkit.ErrSessionLost when the session
+	// is the reason, ErrNodeDeleted when the node went away).
+	Err() error
+	// Context is cancelled when Done is closed; its cause is Err.
+	Context() context.Context
+	// Token is the grant's fencing token.
+	Token() int64
+}
+
+// Sentinel errors shared by the recipes.
+var (
+	// ErrLost: a hold ended without its holder releasing it (session
+	// suspended or lost, node deleted). Errors that match it also match the
+	// specific reason.
+	ErrLost = errors.New("recipes: hold lost")
+	// ErrNodeDeleted: the holder's node was deleted, or replaced by another
+	// incarnation, by someone other than the holder (an operator, a session
+	// expiry the client has not heard of yet). Matches ErrLost.
+	ErrNodeDeleted = lostBecause("the holder's node was deleted")
+	// ErrReleased: the hold was already released (a second Unlock, Release
+	// or Resign).
+	ErrReleased = errors.New("recipes: already released")
+)
+
+type lostError struct{ msg string }
+
+func lostBecause(msg string) error        { return &lostError{msg} }
+func (e *lostError) Error() string        { return "recipes: hold lost: " + e.msg }
+func (e *lostError) Is(target error) bool { return target == ErrLost }
