@@ -22,6 +22,8 @@ package recipes
 import (
 	"context"
 	"errors"
+
+	"github.com/coordkit/coordkit/backend"
 )
 
 // Held is what every grant returns.
@@ -36,6 +38,11 @@ type Held interface {
 	Context() context.Context
 	// Token is the grant's fencing token.
 	Token() int64
+	// Fence returns the condition that holds exactly while this grant's
+	// node is unchanged, for guarded writes to data kept in the same
+	// backend (backend.Conn.GuardedSet: a ZooKeeper multi with a check op,
+	// an etcd Txn compare).
+	Fence() backend.Guard
 }
 
 // Sentinel errors shared by the recipes.
@@ -48,6 +55,8 @@ var (
 	// incarnation, by someone other than the holder (an operator, a session
 	// expiry the client has not heard of yet). Matches ErrLost.
 	ErrNodeDeleted = lostBecause("the holder's node was deleted")
+	// ErrLocked: TryLock found the lock held by someone else.
+	ErrLocked = errors.New("recipes: locked by another holder")
 	// ErrReleased: the hold was already released (a second Unlock, Release
 	// or Resign).
 	ErrReleased = errors.New("recipes: already released")

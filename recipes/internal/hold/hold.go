@@ -181,3 +181,6 @@ func (h *Hold) End(cause error) bool {
 	<-h.stopped
 	return ended
 }
+
+// Fence returns the guard that holds while the grant's node is unchanged.
+func (h *Hold) Fence() backend.Guard { return backend.GuardOf(h.node) }
