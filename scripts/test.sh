@@ -13,23 +13,33 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
 
-need_zk() {
-  [ -n "${COORDKIT_ZOOKEEPER_ADDRS:-}" ] && return 1
-  [ -f "${COORDKIT_ZOOKEEPER_JARS_DIR:-/usr/share/java}/zookeeper.jar" ] && command -v java >/dev/null && return 1
-  return 0
+# Debian packages the real-server tests use: ZooKeeper 3.8 (with a Java
+# runtime), Apache Curator 5.4 for the interop tests, and a JDK for javac (the
+# kit compiles a small Curator driver).
+missing_pkgs() {
+  local jars=${COORDKIT_ZOOKEEPER_JARS_DIR:-/usr/share/java}
+  if [ -z "${COORDKIT_ZOOKEEPER_ADDRS:-}" ] && { [ ! -f "$jars/zookeeper.jar" ] || ! command -v java >/dev/null; }; then
+    echo zookeeper
+  fi
+  [ -f /usr/share/java/curator-recipes.jar ] || echo libcurator-recipes-java
+  command -v javac >/dev/null || echo default-jdk-headless
 }
 
-if [ -z "${SKIP_INSTALL:-}" ] && need_zk; then
-  say "installing ZooKeeper (Debian package zookeeper: server jars and a Java runtime)"
+pkgs=$(missing_pkgs | tr '\n' ' ')
+if [ -z "${SKIP_INSTALL:-}" ] && [ -n "${pkgs// /}" ]; then
+  say "installing Debian packages: $pkgs"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
   elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
     sudo apt-get update -qq
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
+    # shellcheck disable=SC2086
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
   else
-    echo "cannot install ZooKeeper here: install Java 17 and ZooKeeper 3.8 (Debian: apt-get install zookeeper)," >&2
-    echo "or point COORDKIT_ZOOKEEPER_ADDRS at a server; real-server tests will skip (or fail when CI is set)." >&2
+    echo "cannot install $pkgs here: install Java 17 (a JDK), ZooKeeper 3.8 and Apache Curator 5.4" >&2
+    echo "(Debian: apt-get install zookeeper libcurator-recipes-java default-jdk-headless), or point" >&2
+    echo "COORDKIT_ZOOKEEPER_ADDRS at a server; those tests skip (or fail when CI is set)." >&2
   fi
 fi
 
