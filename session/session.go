@@ -196,7 +196,11 @@ func (s *Session) Close(ctx context.Context) error {
 			defer cancel()
 		}
 		close(s.closeReq)
-		if err := s.conn.Close(ctx); err != nil && !errors.Is(err, coordkit.ErrClosed) && !errors.Is(err, coordkit.ErrSessionLost) {
+		err := s.conn.Close(ctx)
+		<-s.loopDone
+		// Closing a session that is already lost is not an error, whatever
+		// the driver says of the goodbye it could not deliver.
+		if err != nil && !errors.Is(err, coordkit.ErrClosed) && !errors.Is(err, coordkit.ErrSessionLost) && s.State() != StateLost {
 			s.closeErr = fmt.Errorf("session: close: %w", err)
 		}
 	})

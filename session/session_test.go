@@ -189,6 +189,11 @@ func TestLocalTimerDeclaresLostAfterTimeout(t *testing.T) {
 	if !isDone(hold) {
 		t.Fatal("hold survived Lost")
 	}
+	// The session closes its connection after declaring it lost; Close
+	// waits for that (and is not an error on a lost session).
+	if err := f.s.Close(context.Background()); err != nil {
+		t.Fatalf("Close after Lost: %v", err)
+	}
 	// A reconnect after the local timer declared loss must not revive the
 	// session.
 	f.drv.Reconnect(f.s.ID())
