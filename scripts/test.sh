@@ -10,6 +10,9 @@
 # Real-server tests fail (not skip) when CI is set and a server cannot start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Test each module as its users build it: go.work only serves
+# `go run ./examples/inventory` from the root.
+export GOWORK=off
 
 say() { printf '\n== %s\n' "$*"; }
 
@@ -49,12 +52,16 @@ go version
 say "go vet"
 go vet ./...
 (cd integration && go vet ./...)
+(cd examples && go vet ./...)
 
-say "unit tests (-race): backend seam, memory driver + conformance suite, session, clock"
+say "unit tests (-race): backend seam, memory driver + conformance suite, session, recipes"
 go test -race -count=1 ./...
+
+say "the demo (examples/inventory) on embedded etcd and on ZooKeeper"
+(cd examples && go test -race -count=1 ./...)
 
 say "fuzz the path validator (10s)"
 go test -run='^$' -fuzz=FuzzValidatePath -fuzztime=10s ./backend/
 
-say "real-server tests (-race): ZooKeeper standalone + ensemble, etcd embedded single + 3 members"
+say "real-server tests (-race): ZooKeeper standalone + ensemble, etcd embedded single + 3 members, Curator interop"
 (cd integration && go test -race -count=1 -timeout=25m -v ./... 2>&1 | tee /tmp/coordkit-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^\s+\S+\.go:[0-9]+:' | grep -v '^=== RUN' ; exit "${PIPESTATUS[0]}")

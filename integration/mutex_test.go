@@ -1,0 +1,464 @@
+package integration_test
+
+// recipes/mutex on real servers: the shared standalone ZooKeeper and the
+// shared single etcd member. Tests wait on channels bounded by mxBound; they
+// never sleep to order events.
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/backend/backendtest"
+	"github.com/coordkit/coordkit/integration"
+	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/fence"
+	"github.com/coordkit/coordkit/recipes/mutex"
+	"github.com/coordkit/coordkit/session"
+)
+
+// mxBound is how long something that must happen promptly may take on a
+// loaded machine under -race.
+const mxBound = 20 * time.Second
+
+// mxTTL is the session timeout of the tests' sessions.
+const mxTTL = 8 * time.Second
+
+var mxBackends = []struct {
+	name   string
+	driver func(t testing.TB) backend.Driver
+}{
+	{"zookeeper", func(t testing.TB) backend.Driver { return openZooKeeperDriver(t, sharedZK.Get(t).Addrs()) }},
+	{"etcd", func(t testing.TB) backend.Driver { return openEtcdDriver(t, sharedEtcd.Get(t).Endpoints()) }},
+}
+
+// mxPath returns a lock path of the test's own.
+func mxPath(t testing.TB) string {
+	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	return "/coordkit-mutex/" + name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+}
+
+// mxSession opens a session that is closed when the test ends.
+func mxSession(t testing.TB, drv backend.Driver) *session.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), mxBound)
+	defer cancel()
+	s, err := session.New(ctx, drv, session.WithTTL(mxTTL))
+	if err != nil {
+		t.Fatalf("session.New: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), mxBound)
+		defer cancel()
+		s.Close(ctx)
+	})
+	return s
+}
+
+func mxMutex(t testing.TB, s *session.Session, path string, opts ...mutex.Option) *mutex.Mutex {
+	t.Helper()
+	m, err := mutex.New(s, path, opts...)
+	if err != nil {
+		t.Fatalf("mutex.New(%s): %v", path, err)
+	}
+	return m
+}
+
+// mxNoLeftovers checks that nothing of the lock at path is left.
+func mxNoLeftovers(t *testing.T, conn backend.Conn, path string) {
+	t.Helper()
+	left, err := backendtest.Leftovers(context.Background(), conn, path, path+"/"+mutex.QueueName)
+	if err != nil {
+		t.Fatalf("leftovers: %v", err)
+	}
+	if len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// mxChecker detects overlapping critical sections and records the grants
+// in the order they happened.
+type mxChecker struct {
+	inside  atomic.Int32
+	overlap atomic.Int32
+	mu      sync.Mutex
+	grants  []mxGrant
+}
+
+type mxGrant struct {
+	session string
+	token   int64
+}
+
+func (c *mxChecker) enter(sess string, token int64) {
+	if !c.inside.CompareAndSwap(0, 1) {
+		c.overlap.Add(1)
+		return
+	}
+	c.mu.Lock()
+	c.grants = append(c.grants, mxGrant{sess, token})
+	c.mu.Unlock()
+}
+
+func (c *mxChecker) leave() { c.inside.Store(0) }
+
+// verify checks exclusion, the number of grants, and that tokens never go
+// backwards and strictly grow when the lock passes to another session.
+func (c *mxChecker) verify(t *testing.T, want int) (switches int) {
+	t.Helper()
+	if n := c.overlap.Load(); n > 0 {
+		t.Fatalf("%d overlapping critical sections", n)
+	}
+	if len(c.grants) != want {
+		t.Fatalf("%d grants, want %d", len(c.grants), want)
+	}
+	for i := 1; i < len(c.grants); i++ {
+		a, b := c.grants[i-1], c.grants[i]
+		if b.token < a.token || (b.session != a.session && b.token <= a.token) {
+			t.Fatalf("grant %d: token %d (session %s) after %d (session %s)", i, b.token, b.session, a.token, a.session)
+		}
+		if b.session != a.session {
+			switches++
+		}
+	}
+	return switches
+}
+
+// mxUser is a Mutex and the id of its session.
+type mxUser struct {
+	m   *mutex.Mutex
+	sid string
+}
+
+// mxHammer runs rounds critical sections on each of goroutines goroutines
+// per user, checking exclusion.
+func mxHammer(t *testing.T, c *mxChecker, users []mxUser, goroutines, rounds int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, u := range users {
+		for range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range rounds {
+					ctx, cancel := context.WithTimeout(context.Background(), 2*mxBound)
+					g, err := u.m.Lock(ctx)
+					cancel()
+					if err != nil {
+						t.Errorf("Lock: %v", err)
+						return
+					}
+					c.enter(u.sid, g.Token())
+					if err := g.Err(); err != nil {
+						t.Errorf("a fresh guard has ended: %v", err)
+					}
+					c.leave()
+					if err := g.Unlock(context.Background()); err != nil {
+						t.Errorf("Unlock: %v", err)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// TestMutexExclusionAcrossSessions: 4 sessions with 4 goroutines each take
+// the lock in turn; no two critical sections overlap, tokens never go back
+// and grow whenever the lock changes sessions, and nothing is left behind.
+func TestMutexExclusionAcrossSessions(t *testing.T) {
+	for _, be := range mxBackends {
+		t.Run(be.name, func(t *testing.T) {
+			drv := be.driver(t)
+			path := mxPath(t)
+			var users []mxUser
+			for range 4 {
+				s := mxSession(t, drv)
+				users = append(users, mxUser{mxMutex(t, s, path, mutex.WithMaxLocalHandoffs(2)), s.ID()})
+			}
+			var c mxChecker
+			const goroutines, rounds = 4, 10
+			mxHammer(t, &c, users, goroutines, rounds)
+			switches := c.verify(t, len(users)*goroutines*rounds)
+			t.Logf("%d grants, the lock changed sessions %d times", len(c.grants), switches)
+			if switches < len(users)-1 {
+				t.Errorf("the lock changed sessions only %d times: a session was starved", switches)
+			}
+			mxNoLeftovers(t, observerConn(t, drv), path)
+		})
+	}
+}
+
+// TestMutexGoroutines32: 32 goroutines of one process share one
+// acquisition at a time; the lock passes between them locally.
+func TestMutexGoroutines32(t *testing.T) {
+	for _, be := range mxBackends {
+		t.Run(be.name, func(t *testing.T) {
+			drv := be.driver(t)
+			path := mxPath(t)
+			s := mxSession(t, drv)
+			var c mxChecker
+			mxHammer(t, &c, []mxUser{{mxMutex(t, s, path), s.ID()}}, 32, 20)
+			c.verify(t, 32*20)
+			tokens := map[int64]int{}
+			for _, g := range c.grants {
+				tokens[g.token]++
+			}
+			t.Logf("%d grants over %d acquisitions on the server", len(c.grants), len(tokens))
+			if len(tokens) == len(c.grants) {
+				t.Errorf("every grant was a server acquisition: no local handoff")
+			}
+			mxNoLeftovers(t, observerConn(t, drv), path)
+		})
+	}
+}
+
+// TestMutexHolderSessionExpired: the server ends the holding session
+// (ZooKeeper: the session is expired on the server; etcd: its lease is
+// revoked). The holder's Done fires, its process's waiting goroutines get
+// an error, and the waiting process acquires with a larger token. A fenced
+// register refuses the old holder's write.
+func TestMutexHolderSessionExpired(t *testing.T) {
+	t.Run("zookeeper", func(t *testing.T) {
+		addrs := sharedZK.Get(t).Addrs()
+		proxy := integration.NewZooKeeperProxy(t, addrs[0])
+		hs := mxSession(t, openZooKeeperDriver(t, []string{proxy.Addr()}))
+		direct := openZooKeeperDriver(t, addrs)
+		mxExpiry(t, hs, direct, func() {
+			sid, err := strconv.ParseUint(hs.ID(), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := proxy.ExpireZooKeeperSession(context.Background(), int64(sid)); err != nil {
+				t.Fatalf("expire: %v", err)
+			}
+		})
+	})
+	t.Run("etcd", func(t *testing.T) {
+		eps := sharedEtcd.Get(t).Endpoints()
+		drv := openEtcdDriver(t, eps)
+		hs := mxSession(t, drv)
+		mxExpiry(t, hs, drv, func() {
+			lease, err := strconv.ParseUint(hs.ID(), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := connectEtcd(t, eps...).Revoke(context.Background(), clientv3.LeaseID(lease)); err != nil {
+				t.Fatalf("revoke: %v", err)
+			}
+		})
+	})
+}
+
+func mxExpiry(t *testing.T, hs *session.Session, other backend.Driver, expire func()) {
+	path := mxPath(t)
+	mh := mxMutex(t, hs, path)
+	ws := mxSession(t, other)
+	mw := mxMutex(t, ws, path)
+	store := fence.NewRegister(0)
+
+	holder, err := mh.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Store(holder.Token(), 1); err != nil {
+		t.Fatal(err)
+	}
+	localErr := make(chan error, 1)
+	go func() {
+		_, err := mh.Lock(context.Background())
+		localErr <- err
+	}()
+	type res struct {
+		g   *mutex.Guard
+		err error
+	}
+	waiter := make(chan res, 1)
+	go func() {
+		g, err := mw.Lock(context.Background())
+		waiter <- res{g, err}
+	}()
+	obs := observerConn(t, other)
+	mxAwait(t, "the other session to queue and mark the owner node", func() bool {
+		n, err := obs.Get(context.Background(), path+"/"+mutex.OwnerName)
+		return err == nil && string(n.Data) == mutex.ContendedMark
+	})
+	t0 := time.Now()
+	expire()
+	select {
+	case <-holder.Done():
+	case <-time.After(mxBound):
+		t.Fatal("the holder's Done did not fire after its session ended on the server")
+	}
+	if err := holder.Err(); !errors.Is(err, recipes.ErrLost) {
+		t.Fatalf("holder: %v, want ErrLost", err)
+	}
+	lost := time.Since(t0)
+	var r res
+	select {
+	case r = <-waiter:
+	case <-time.After(mxBound):
+		t.Fatal("the waiting session did not get the lock")
+	}
+	if r.err != nil {
+		t.Fatalf("waiter: %v", r.err)
+	}
+	t.Logf("holder lost %v after the server ended its session (%v); the other session acquired %v after", lost.Round(time.Millisecond), holder.Err(), time.Since(t0).Round(time.Millisecond))
+	if r.g.Token() <= holder.Token() {
+		t.Fatalf("new token %d, old %d", r.g.Token(), holder.Token())
+	}
+	if err := store.Store(r.g.Token(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Store(holder.Token(), 3); !errors.Is(err, fence.ErrStaleToken) {
+		t.Fatalf("stale write: %v, want ErrStaleToken", err)
+	}
+	select {
+	case err := <-localErr:
+		if !errors.Is(err, coordkit.ErrSessionLost) {
+			t.Fatalf("the holder process's waiting goroutine: %v, want ErrSessionLost", err)
+		}
+	case <-time.After(mxBound):
+		t.Fatal("the holder process's waiting goroutine did not return")
+	}
+	if err := holder.Unlock(context.Background()); err != nil {
+		t.Errorf("Unlock of the lost guard: %v", err)
+	}
+	if err := r.g.Unlock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mxNoLeftovers(t, obs, path)
+}
+
+// mxAwait polls cond, which reads server state that changes without a
+// signal the test can wait on, until it holds.
+func mxAwait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(mxBound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestMutexCancelLeavesNothing: Lock calls cancelled while another session
+// holds leave no queue node behind.
+func TestMutexCancelLeavesNothing(t *testing.T) {
+	for _, be := range mxBackends {
+		t.Run(be.name, func(t *testing.T) {
+			drv := be.driver(t)
+			path := mxPath(t)
+			mh := mxMutex(t, mxSession(t, drv), path)
+			mw := mxMutex(t, mxSession(t, drv), path)
+			obs := observerConn(t, drv)
+			g, err := mh.Lock(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*time.Millisecond)
+				_, err := mw.Lock(ctx)
+				cancel()
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Lock while held: %v, want DeadlineExceeded", err)
+				}
+				kids, err := obs.Children(context.Background(), path+"/"+mutex.QueueName)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(kids) > 0 {
+					t.Fatalf("cancelled Lock left %v", kids[0].Name)
+				}
+			}
+			if err := g.Unlock(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			mxNoLeftovers(t, obs, path)
+		})
+	}
+}
+
+// BenchmarkMutex_ZooKeeper_Uncontended: one goroutine, Lock + Unlock: a
+// create (multi of create and setData) and a delete.
+func BenchmarkMutex_ZooKeeper_Uncontended(b *testing.B) {
+	benchMutex(b, openZooKeeperDriver(b, sharedZK.Get(b).Addrs()), 1, 1)
+}
+
+// BenchmarkMutex_Etcd_Uncontended: one goroutine, Lock + Unlock: a create
+// Txn and a delete Txn.
+func BenchmarkMutex_Etcd_Uncontended(b *testing.B) {
+	benchMutex(b, openEtcdDriver(b, sharedEtcd.Get(b).Endpoints()), 1, 1)
+}
+
+// BenchmarkMutex_ZooKeeper_Goroutines32: 32 goroutines of one session.
+func BenchmarkMutex_ZooKeeper_Goroutines32(b *testing.B) {
+	benchMutex(b, openZooKeeperDriver(b, sharedZK.Get(b).Addrs()), 1, 32)
+}
+
+// BenchmarkMutex_Etcd_Goroutines32: 32 goroutines of one session.
+func BenchmarkMutex_Etcd_Goroutines32(b *testing.B) {
+	benchMutex(b, openEtcdDriver(b, sharedEtcd.Get(b).Endpoints()), 1, 32)
+}
+
+// BenchmarkMutex_ZooKeeper_Sessions4: 4 sessions, one goroutine each.
+func BenchmarkMutex_ZooKeeper_Sessions4(b *testing.B) {
+	benchMutex(b, openZooKeeperDriver(b, sharedZK.Get(b).Addrs()), 4, 1)
+}
+
+// BenchmarkMutex_Etcd_Sessions4: 4 sessions, one goroutine each.
+func BenchmarkMutex_Etcd_Sessions4(b *testing.B) {
+	benchMutex(b, openEtcdDriver(b, sharedEtcd.Get(b).Endpoints()), 4, 1)
+}
+
+// benchMutex runs b.N critical sections (Lock + Unlock) spread over
+// goroutines goroutines in each of sessions sessions, and reports
+// acquisitions per second.
+func benchMutex(b *testing.B, drv backend.Driver, sessions, goroutines int) {
+	path := mxPath(b)
+	var ms []*mutex.Mutex
+	for range sessions {
+		ms = append(ms, mxMutex(b, mxSession(b, drv), path))
+	}
+	ctx := context.Background()
+	work := make(chan struct{}, sessions*goroutines)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for _, m := range ms {
+		for range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range work {
+					g, err := m.Lock(ctx)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if err := g.Unlock(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	for range b.N {
+		work <- struct{}{}
+	}
+	close(work)
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "acquires/s")
+}

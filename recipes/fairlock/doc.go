@@ -1,0 +1,105 @@
+// Package fairlock is a strict-FIFO distributed lock on ZooKeeper or etcd:
+// every Lock call takes its own place in one queue, and the lock is granted
+// in the order the places were taken, across every process and every
+// goroutine.
+//
+//	lk, err := fairlock.New(sess, "/locks/settlement")
+//	...
+//	g, err := lk.Lock(ctx)
+//	if err != nil {
+//		return err // ctx ended, the session was lost or closed, ...
+//	}
+//	defer g.Unlock(context.Background())
+//	// Do the work under g.Context(): it is cancelled as soon as the lock
+//	// may be gone, and g.Token() fences writes to shared resources.
+//
+// # Guarantee
+//
+// While the session lives and its connection holds, at most one Guard per
+// path is live, and Guards are granted in creation order of their queue
+// nodes. Each Guard carries a fencing token (Token) taken from the server's
+// answer to the create that queued it: the ZooKeeper czxid or the etcd create
+// revision of its node. Because grants follow creation order, tokens strictly
+// increase from one holder to the next, across processes. A resource that refuses a token smaller than the largest it
+// has seen is safe even against a holder that was paused (GC, swap, SIGSTOP)
+// past its session timeout; Fence gives the guard for writes kept in the same
+// backend (backend.Conn.GuardedSet).
+//
+// # Layout
+//
+// ZooKeeper: exactly Curator's InterProcessMutex. Each Lock creates an
+// ephemeral sequential node <path>/_c_<uuid36>-lock-<10-digit sequence> in
+// Curator's protected mode, below container parents, and a participant
+// waits for the node just before its own (by the sequence after the last
+// "lock-"). A Go service using this package and a Java service using
+// Curator's InterProcessMutex on the same path therefore exclude each other
+// and share one FIFO queue. Children whose name does not end in "lock-"
+// followed by their sequence number are ignored (Curator would sort them by
+// name and could stall).
+//
+// etcd: each Lock creates a key <path>/_c_<uuid36>-lock-<lease hex16>-<n>
+// attached to the session's lease, and keys are ordered by create revision.
+// Every direct child key of <path> takes part in the queue, whatever its
+// name: this is how the lock coexists with etcd's own concurrency.Mutex,
+// whose key for concurrency.NewMutex(s, path) is path+"/"+hex(lease). Both
+// wait for the key created just before their own, so each excludes the other
+// and both grant in create-revision order. (A key further below <path>, such
+// as <path>/a/b, is not a participant here but blocks concurrency.Mutex,
+// which takes every key under the prefix.) Do not keep other keys directly
+// below a lock's path on etcd: they would take part as holders.
+//
+// The ZooKeeper sequence counter is a signed 32-bit number that wraps after
+// 2^31 creations in one directory. The queue is ordered with serial-number
+// arithmetic (backend.SeqLess), which is correct across the wrap while the
+// live nodes of one path span fewer than 2^31 creations; container parents
+// are removed by the server once empty, which restarts the counter. (Curator
+// compares the suffix as a string and gets the order wrong after a wrap; a
+// mixed Go and Java queue is only as good as Curator there.)
+//
+// # Waiting and failure
+//
+// A waiter watches only the node before its own and its own node, so a
+// release wakes one waiter, not a herd; it lists the queue again after every
+// wake-up. A Lock ends with an error, and leaves no node behind, when its ctx
+// ends (the error wraps ctx.Err()), when the session's error policy says holds
+// may be gone (session.StandardPolicy: suspended; the error matches
+// coordkit.ErrSessionLost), when the session is lost or closed (it matches
+// coordkit.ErrSessionLost or coordkit.ErrClosed), or when its own node is
+// deleted by someone else while it waits (recipes.ErrNodeDeleted). A Lock
+// never succeeds on a session whose hold epoch ended between its create and
+// its grant. Under session.StandardPolicy a Lock started while the session
+// is suspended fails at once (call it again once the session has
+// reconnected); under session.SessionPolicy it waits for the reconnect.
+//
+// A held Guard ends — Done is closed, Err says why, Context is cancelled —
+// when the session's policy says the hold may be gone, when the session is
+// lost or closed, when its node is deleted or replaced by someone else (an
+// operator, a server-side expiry the client has not heard of yet), or when
+// it is unlocked. A lost Guard still needs Unlock, which deletes the node if
+// it is still there and returns nil.
+//
+// # Limits
+//
+//   - No lease-based lock gives mutual exclusion by itself. When the
+//     connection fails, the holder learns within the bounds documented in
+//     package session that the lock may be gone, but a process that is
+//     paused learns nothing until it runs again, and by then another holder
+//     may have the lock. Without fencing tokens checked by the resource, a
+//     lock is only an efficiency aid.
+//   - Under session.SessionPolicy a holder keeps its Guard through a
+//     disconnect, and learns that the server expired its session only when
+//     the local timer declares the session lost, which can be after the
+//     server granted the lock to someone else.
+//   - The lock is not reentrant: a second Lock from the same process, even
+//     from the goroutine that holds the lock, queues behind the first and
+//     waits for it to be unlocked (a self-deadlock if the holder waits for
+//     it). Goroutines of one process that want to share a lock cheaply
+//     should use package mutex.
+//   - Each Lock costs one CreateAndList (on ZooKeeper: the create, then the
+//     token read and the listing pipelined in one more round trip; on etcd:
+//     one Txn); a waiter adds a watch of its predecessor and one of its own
+//     node, and one listing per wake-up; a granted Guard watches its node
+//     (one request, off the latency path). Unlock costs one delete. A
+//     waiter whose node is deleted by someone else fails rather than
+//     joining the queue again.
+package fairlock

@@ -1,0 +1,237 @@
+package fairlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/hold"
+	"github.com/coordkit/coordkit/recipes/internal/waitq"
+	"github.com/coordkit/coordkit/session"
+)
+
+// NodeName is the name every lock node asks for, as in Curator's
+// InterProcessMutex (LOCK_NAME): the driver makes it
+// "_c_<uuid36>-lock-<sequence>".
+const NodeName = "lock-"
+
+// Option configures a Lock.
+type Option func(*options)
+
+type options struct {
+	log *zap.Logger
+}
+
+// WithLogger sets the logger for queue and grant events (debug) and
+// clean-up failures (warn). Default: no logging.
+func WithLogger(l *zap.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.log = l
+		}
+	}
+}
+
+// Lock is a fair lock on one path. It holds no state between calls: any
+// number of goroutines may call Lock and TryLock on it at once, and each
+// call queues its own node. Create it with New.
+type Lock struct {
+	sess *session.Session
+	path string
+	log  *zap.Logger
+	spec *waitq.Spec
+}
+
+// New returns the lock at path on the session's backend. It validates path
+// and s before any network call: an invalid path returns an error matching
+// coordkit.ErrInvalidPath, a nil session one matching
+// coordkit.ErrInvalidArgument. New itself makes no network call; the
+// lock's directory is created (as a container on ZooKeeper) by the first
+// Lock.
+func New(s *session.Session, path string, opts ...Option) (*Lock, error) {
+	if s == nil {
+		return nil, fmt.Errorf("fairlock: nil session: %w", coordkit.ErrInvalidArgument)
+	}
+	if err := backend.ValidatePath(path); err != nil {
+		return nil, fmt.Errorf("fairlock: %w", err)
+	}
+	if err := backend.ValidatePath(backend.Join(path, NodeName)); err != nil {
+		return nil, fmt.Errorf("fairlock: %w", err)
+	}
+	o := options{log: zap.NewNop()}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	log := o.log.With(zap.String("lock", path))
+	return &Lock{
+		sess: s,
+		path: path,
+		log:  log,
+		spec: &waitq.Spec{
+			Dir:    path,
+			Name:   NodeName,
+			Member: waitq.NamedMember(NodeName),
+			Decide: waitq.Predecessor(1),
+			Log:    log,
+		},
+	}, nil
+}
+
+// Path returns the lock's path.
+func (l *Lock) Path() string { return l.path }
+
+// Lock queues for the lock and returns once it is granted, in FIFO order.
+// It returns an error, and leaves no node behind, when ctx ends (wrapping
+// ctx.Err()), when the session can no longer hold (suspended under
+// session.StandardPolicy, lost or closed: the error matches
+// coordkit.ErrSessionLost or coordkit.ErrClosed), or when its node is
+// deleted by someone else while it waits (recipes.ErrNodeDeleted). A nil
+// ctx returns an error matching coordkit.ErrInvalidArgument.
+func (l *Lock) Lock(ctx context.Context) (*Guard, error) {
+	return l.acquire(ctx, true)
+}
+
+// TryLock takes the lock if nobody holds it or waits for it, and otherwise
+// returns recipes.ErrLocked without waiting. Either way it costs one
+// CreateAndList; when the lock is taken, it deletes its node again before it
+// returns (one more round trip), leaving nothing behind.
+func (l *Lock) TryLock(ctx context.Context) (*Guard, error) {
+	return l.acquire(ctx, false)
+}
+
+func (l *Lock) acquire(ctx context.Context, block bool) (*Guard, error) {
+	op := "lock"
+	if !block {
+		op = "try lock"
+	}
+	if ctx == nil {
+		return nil, fmt.Errorf("fairlock: %s %s: nil context: %w", op, l.path, coordkit.ErrInvalidArgument)
+	}
+	e, err := waitq.Join(ctx, l.sess, l.spec)
+	if err != nil {
+		return nil, fmt.Errorf("fairlock: %s %s: %w", op, l.path, err)
+	}
+	if err := e.Wait(ctx, block); err != nil {
+		if errors.Is(err, waitq.ErrWouldWait) {
+			return nil, fmt.Errorf("fairlock: %s %s: %w", op, l.path, recipes.ErrLocked)
+		}
+		return nil, fmt.Errorf("fairlock: %s %s: %w", op, l.path, err)
+	}
+	n := e.Node()
+	l.log.Debug("granted", zap.String("node", n.Path), zap.Int64("token", n.Token))
+	return &Guard{lock: l, node: n, hold: hold.Start(l.sess, e.Epoch(), n, n.Token)}, nil
+}
+
+// Locker returns a sync.Locker on the lock, for code that needs one. Its
+// Lock calls l.Lock with context.Background() and panics if that fails (the
+// session was lost or closed, say), as etcd's concurrency.NewLocker does; its
+// Unlock releases the oldest Guard its Lock took and panics if it holds
+// none or the release fails. Prefer Lock and Guard, which report errors and
+// loss.
+func (l *Lock) Locker() sync.Locker { return &locker{l: l} }
+
+type locker struct {
+	l    *Lock
+	mu   sync.Mutex
+	held []*Guard // normally at most one; more only if a hold was lost
+}
+
+func (k *locker) Lock() {
+	g, err := k.l.Lock(context.Background())
+	if err != nil {
+		panic(err)
+	}
+	k.mu.Lock()
+	k.held = append(k.held, g)
+	k.mu.Unlock()
+}
+
+func (k *locker) Unlock() {
+	k.mu.Lock()
+	if len(k.held) == 0 {
+		k.mu.Unlock()
+		panic("fairlock: Unlock of an unlocked Locker")
+	}
+	g := k.held[0]
+	k.held = k.held[1:]
+	k.mu.Unlock()
+	if err := g.Unlock(context.Background()); err != nil {
+		panic(err)
+	}
+}
+
+// Guard is one grant of the lock. It implements recipes.Held. It is safe for
+// concurrent use.
+type Guard struct {
+	lock     *Lock
+	node     backend.Node
+	hold     *hold.Hold
+	released atomic.Bool
+}
+
+var _ recipes.Held = (*Guard)(nil)
+
+// Done is closed when the hold ends or may have ended: Unlock, the session's
+// error policy, the session lost or closed, or the node deleted or replaced
+// by someone else.
+func (g *Guard) Done() <-chan struct{} { return g.hold.Done() }
+
+// Err is nil while the hold lasts; afterwards why it ended:
+// recipes.ErrReleased after Unlock, else an error matching recipes.ErrLost
+// and the reason (coordkit.ErrSessionLost, coordkit.ErrClosed,
+// recipes.ErrNodeDeleted).
+func (g *Guard) Err() error { return g.hold.Err() }
+
+// Context is cancelled when Done is closed; its context.Cause is Err. Run
+// the guarded work under it.
+func (g *Guard) Context() context.Context { return g.hold.Context() }
+
+// Token is the grant's fencing token: the ZooKeeper czxid or etcd create
+// revision of the lock node, from the create that queued it. Tokens strictly
+// increase from one holder of the path to the next.
+func (g *Guard) Token() int64 { return g.hold.Token() }
+
+// Fence returns the condition that holds exactly while the lock node is
+// unchanged, for backend.Conn.GuardedSet on data kept in the same backend.
+func (g *Guard) Fence() backend.Guard { return g.hold.Fence() }
+
+// Unlock releases the lock: it ends the hold (Err becomes
+// recipes.ErrReleased) and deletes exactly the guard's node, by version. ctx
+// bounds the delete; if ctx is already done (the guard's own Context, say)
+// a fresh context bounded by the session timeout is used. A second Unlock
+// returns recipes.ErrReleased; a nil ctx returns an error matching
+// coordkit.ErrInvalidArgument and releases nothing.
+//
+// If the hold had already been lost (Err matches recipes.ErrLost), Unlock
+// still deletes the node if it is there, and returns nil. If the delete
+// cannot reach the server, it is retried in the background once the session
+// reconnects (the server deletes the node anyway when the session ends);
+// Unlock then returns an error (matching backend.ErrConnectionLoss, or
+// wrapping ctx's error) if the hold was still live, nil if it had been lost.
+func (g *Guard) Unlock(ctx context.Context) error {
+	if ctx == nil {
+		return fmt.Errorf("fairlock: unlock %s: nil context: %w", g.lock.path, coordkit.ErrInvalidArgument)
+	}
+	if !g.released.CompareAndSwap(false, true) {
+		return fmt.Errorf("fairlock: unlock %s: %w", g.lock.path, recipes.ErrReleased)
+	}
+	live := g.hold.End(recipes.ErrReleased)
+	gone, err := waitq.Remove(ctx, g.lock.sess, g.node, g.lock.log)
+	if gone || !live {
+		g.lock.log.Debug("released", zap.String("node", g.node.Path), zap.Bool("was_live", live), zap.Bool("deleted", gone))
+		return nil
+	}
+	if errors.Is(err, backend.ErrConnectionLoss) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("fairlock: unlock %s: not confirmed; the node is deleted once the session reconnects, or by the server when the session ends: %w", g.lock.path, err)
+	}
+	return fmt.Errorf("fairlock: unlock %s: %w", g.lock.path, err)
+}

@@ -1,0 +1,174 @@
+package fence_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/backend/memory"
+	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/fence"
+	"github.com/coordkit/coordkit/recipes/mutex"
+	"github.com/coordkit/coordkit/session"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func open(t *testing.T, drv *memory.Driver) *session.Session {
+	t.Helper()
+	s, err := session.New(context.Background(), drv, session.WithTTL(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+func TestSetWritesOnlyWhileHeld(t *testing.T) {
+	ctx := context.Background()
+	drv := memory.New()
+	defer drv.Close()
+	a, b := open(t, drv), open(t, drv)
+	ma, _ := mutex.New(a, "/locks/config")
+	mb, _ := mutex.New(b, "/locks/config")
+	if _, err := a.Conn().Create(ctx, "/data/config", []byte("v0"), backend.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Conn().Delete(ctx, "/data/config", backend.AnyVersion)
+
+	ga, err := ma.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fence.Set(ctx, a.Conn(), ga, "/data/config", []byte("v1"), backend.AnyVersion); err != nil {
+		t.Fatalf("Set while held: %v", err)
+	}
+	// Another process marks the owner node while it waits: the fence
+	// must still hold (it does not compare the owner node's version).
+	got := make(chan *mutex.Guard, 1)
+	go func() {
+		g, err := mb.Lock(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- g
+	}()
+	for {
+		n, err := a.Conn().Get(ctx, ga.Fence().Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(n.Data) == mutex.ContendedMark {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := fence.Set(ctx, a.Conn(), ga, "/data/config", []byte("v2"), backend.AnyVersion); err != nil {
+		t.Fatalf("Set while held and contended: %v", err)
+	}
+
+	// The holder's node is deleted behind its back (an operator, or an
+	// expiry it has not heard of) and b takes the lock: a's write is
+	// refused by the server even before a's guard has noticed.
+	stale := staleHeld{ga}
+	if err := a.Conn().Delete(ctx, ga.Fence().Path, backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	gb := <-got
+	if gb == nil {
+		return
+	}
+	_, err = fence.Set(ctx, a.Conn(), stale, "/data/config", []byte("stale"), backend.AnyVersion)
+	if !errors.Is(err, fence.ErrStale) || !errors.Is(err, recipes.ErrLost) || !errors.Is(err, backend.ErrGuardFailed) {
+		t.Fatalf("stale Set: %v, want ErrStale (ErrLost, ErrGuardFailed)", err)
+	}
+	// Once the guard has ended, Set refuses without a round trip.
+	<-ga.Done()
+	before := drv.SessionStats(a.ID()).Requests
+	if _, err := fence.Set(ctx, a.Conn(), ga, "/data/config", []byte("stale"), backend.AnyVersion); !errors.Is(err, fence.ErrStale) {
+		t.Fatalf("Set after the hold ended: %v", err)
+	}
+	if drv.SessionStats(a.ID()).Requests != before {
+		t.Error("a refused Set reached the server")
+	}
+	if _, err := fence.Set(ctx, b.Conn(), gb, "/data/config", []byte("v3"), backend.AnyVersion); err != nil {
+		t.Fatalf("new holder's Set: %v", err)
+	}
+	n, _ := b.Conn().Get(ctx, "/data/config")
+	if string(n.Data) != "v3" {
+		t.Fatalf("data %q, want v3", n.Data)
+	}
+	// Errors of the write itself pass through.
+	if _, err := fence.Set(ctx, b.Conn(), gb, "/data/missing", nil, backend.AnyVersion); !errors.Is(err, backend.ErrNoNode) || errors.Is(err, fence.ErrStale) {
+		t.Fatalf("Set of a missing node: %v", err)
+	}
+	if _, err := fence.Set(ctx, b.Conn(), gb, "/data/config", nil, 0); !errors.Is(err, backend.ErrBadVersion) {
+		t.Fatalf("Set with a wrong version: %v", err)
+	}
+	if _, err := fence.Set(ctx, nil, gb, "/data/config", nil, 0); !errors.Is(err, coordkit.ErrInvalidArgument) {
+		t.Fatalf("nil conn: %v", err)
+	}
+	ga.Unlock(ctx)
+	gb.Unlock(ctx)
+}
+
+// staleHeld is a hold that has not noticed yet that it is gone: a paused
+// process's view.
+type staleHeld struct{ recipes.Held }
+
+func (staleHeld) Err() error { return nil }
+
+func TestRegister(t *testing.T) {
+	r := fence.NewRegister("empty")
+	if v, hi := r.Load(); v != "empty" || hi != 0 {
+		t.Fatalf("Load = %q, %d", v, hi)
+	}
+	if err := r.Store(5, "five"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Store(5, "five again"); err != nil {
+		t.Fatalf("equal token refused: %v", err)
+	}
+	if err := r.Store(4, "four"); !errors.Is(err, fence.ErrStaleToken) {
+		t.Fatalf("smaller token: %v", err)
+	}
+	if err := r.Admit(9); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Store(5, "five"); !errors.Is(err, fence.ErrStaleToken) {
+		t.Fatalf("token below an admitted one: %v", err)
+	}
+	if v, hi := r.Load(); v != "five again" || hi != 9 {
+		t.Fatalf("Load = %q, %d", v, hi)
+	}
+	if acc, ref := r.Counts(); acc != 3 || ref != 2 {
+		t.Fatalf("Counts = %d, %d", acc, ref)
+	}
+	var zero fence.Register[int]
+	if err := zero.Store(0, 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRegisterConcurrent(t *testing.T) {
+	var r fence.Register[int64]
+	var wg sync.WaitGroup
+	for tok := range int64(50) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.Store(tok, tok)
+		}()
+	}
+	wg.Wait()
+	v, hi := r.Load()
+	if hi != 49 || v != 49 {
+		t.Fatalf("Load = %d, %d: a smaller token overwrote a larger one", v, hi)
+	}
+}

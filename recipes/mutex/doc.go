@@ -1,0 +1,125 @@
+// Package mutex is coordkit's everyday distributed lock: exclusive across
+// processes, fast when uncontended, and cheap when many goroutines of one
+// process want it.
+//
+//	m, err := mutex.New(sess, "/locks/inventory")
+//	g, err := m.Lock(ctx)
+//	if err != nil { ... }
+//	defer g.Unlock(context.Background())
+//	// work under g.Context(); pass g.Token() to the resource you write
+//
+// # The process is the unit
+//
+// All goroutines that lock the same path on the same *session.Session share
+// one distributed acquisition, whether they use one *Mutex or several (New
+// may be called per request: Mutexes on one session and path share their
+// state). The first Lock takes the lock on the server; while it is held,
+// further Lock calls of the process wait in a local FIFO queue, and Unlock
+// passes the lock to the next of them without any server round trip. Only
+// the last local Unlock releases it on the server. Goroutines of one process
+// therefore never herd on the server: the process has at most one queue entry
+// and one watch per path.
+//
+// Two sessions in one process are two processes as far as the lock is
+// concerned: they exclude each other through the server.
+//
+// # Layout
+//
+// For a lock at path P (identical on ZooKeeper and etcd; on ZooKeeper P and
+// P/queue are container nodes, created on demand and reaped by the server
+// once empty):
+//
+//	P/owner                               the holder: an ephemeral node of the
+//	                                      holding session. Empty data while
+//	                                      nobody else waits; "contended" once
+//	                                      the first waiting process has marked it.
+//	P/queue/_c_<uuid36>-waiter-<seq>      one ephemeral, sequential, protected
+//	                                      node per waiting process (ZooKeeper
+//	                                      sequence number; on etcd the driver's
+//	                                      suffix, ordered by create revision)
+//
+// Uncontended, an acquisition is one create of P/owner (on ZooKeeper one
+// multi of create+setData, which returns the czxid) and the release one
+// delete: two round trips, one fewer than Curator's InterProcessMutex. (The
+// watch that tracks the hold, see "Loss", is armed in the background and
+// adds no latency.) A queued acquisition costs more: joining the queue,
+// marking and watching P/owner, the create, and deleting the queue node
+// after the grant.
+//
+// # Contention between processes (no herd)
+//
+// A process whose create of P/owner fails because the node exists joins the
+// queue under P/queue. Each queued process watches only the queue node
+// created just before its own; only the head of the queue watches P/owner.
+// The head first marks P/owner as contended (a conditional setData), then
+// waits for it to go, then creates it. So a release wakes exactly one
+// process, and the requests and watch notifications per handoff do not grow
+// with the number of waiting processes.
+//
+// The mark tells the holding process that somebody waits: its release (a
+// delete conditional on the version it created) then fails with a version
+// mismatch, it deletes the node by its current version, and its next
+// acquisition queues behind the others instead of racing them for P/owner.
+// A process that has not seen contention tries P/owner directly first; it can
+// overtake the head only in the instant between a delete and the head's
+// create, and after one such acquisition it sees the mark and queues too.
+//
+// # Fairness bound
+//
+// Within a process, waiting goroutines are served in FIFO order. Across
+// processes: a process hands the lock locally at most WithMaxLocalHandoffs
+// (default DefaultMaxLocalHandoffs) times in a row; then, if more local
+// goroutines wait, it reads P/owner (one round trip) and, if another process
+// has marked it, releases the lock on the server and queues its remaining
+// goroutines behind that process. So once another process waits at the head
+// of the queue, the holding process runs at most n+1 more critical sections
+// before it lets go. With no other process waiting, the read finds no mark
+// and local handoffs go on.
+//
+// # Fencing tokens
+//
+// Guard.Token is the czxid (ZooKeeper) or create revision (etcd) of P/owner,
+// from the create that took the lock. Every acquisition by any session creates
+// a new P/owner, so a lock that passes to another session (or is taken again
+// by this one after a release) always carries a larger token. Local handoffs
+// keep the token of the process's acquisition: the token fences processes,
+// not goroutines. A fresh, larger token per local handoff would need a server
+// write per handoff (on ZooKeeper only a create or a setData yields a new
+// zxid), which is exactly the round trip local handoff avoids; goroutines of
+// one process must be ordered by the process itself (they are: the Mutex
+// excludes them locally).
+//
+// Guard.Fence returns the guard for writes to data kept in the same backend
+// (see package recipes/fence): P/owner must exist and, on etcd, have the
+// token's create revision. Its Version is backend.AnyVersion, since waiting
+// processes change P/owner's data. On ZooKeeper a multi cannot compare a
+// czxid, so the check is existence only; it is exact against other sessions
+// all the same, because a ZooKeeper session whose node is gone because it
+// expired cannot send the write at all. It is not exact only if an operator
+// deletes P/owner and another process creates it again before the holder's
+// Done fires (one watch notification later).
+//
+// # Loss
+//
+// Every Guard has Done, Err and Context (recipes.Held). They end with
+// recipes.ErrReleased at Unlock or local handoff; with an error matching
+// recipes.ErrLost when the acquisition is lost: the session's error policy
+// ends its holds (by default on Suspended, see package session), the session
+// is lost or closed, or P/owner is deleted or replaced by someone else
+// (recipes.ErrNodeDeleted). A loss ends the Guard of whichever local
+// goroutine holds at that moment; the acquisition is never handed to another
+// local goroutine after it is lost. The lost holder still excludes the other
+// goroutines of its process until it calls Unlock, which deletes P/owner if
+// it is still there (after a reconnect) and lets the next local waiter
+// acquire anew, with a new token. While the session is suspended, waiting
+// Lock calls go on waiting (bounded by their context) and retry once it
+// reconnects; when the session is lost or closed they return an error
+// matching coordkit.ErrSessionLost or coordkit.ErrClosed.
+//
+// A partitioned holder learns of it through the session: with the default
+// policy its Guard ends when the connection is suspended, before the server
+// can expire the session and let another process in. A paused process (GC,
+// SIGSTOP) learns nothing until it runs again: only fencing tokens protect a
+// resource against it. Without fencing, any lease-based lock is only an
+// efficiency aid.
+package mutex

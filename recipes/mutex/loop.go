@@ -1,0 +1,495 @@
+package mutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/session"
+)
+
+// The local side of the lock. One goroutine per (session, path), the loop
+// of a pathState, owns all local state: the FIFO of waiting goroutines, the
+// local holder and the process's acquisition on the server. Lock, Unlock and
+// cancellations talk to it over channels. Server calls run on helper
+// goroutines the loop starts and waits for (one at a time: an acquirer, a
+// checker or a releaser), so the loop itself never blocks on the network.
+// The loop exits, and leaves the registry, once nothing is held, waited for
+// or running and no Lock or Guard refers to it, or once the session has
+// ended and no helper runs.
+
+// key identifies the state shared by the Mutexes of one session and path.
+type key struct {
+	sess *session.Session
+	path string
+}
+
+var registry = struct {
+	mu    sync.Mutex
+	loops map[key]*pathState
+}{loops: map[key]*pathState{}}
+
+// attach returns the running state for (s, path), starting it if needed,
+// and counts the caller as a user until the loop detaches it (when the
+// request fails or is cancelled, or the Guard it got is released).
+func attach(s *session.Session, path string, log *zap.Logger) *pathState {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	k := key{s, path}
+	p := registry.loops[k]
+	if p == nil {
+		p = &pathState{
+			key:     k,
+			sess:    s,
+			srv:     newServer(s, path, log),
+			log:     log,
+			reqs:    make(chan *request),
+			cancels: make(chan cancelMsg),
+			unlocks: make(chan unlockMsg),
+			work:    make(chan workResult),
+			inspect: make(chan chan Snapshot),
+			exited:  make(chan struct{}),
+		}
+		p.srv.spawn = p.spawn
+		registry.loops[k] = p
+		go p.run()
+	}
+	p.users++
+	return p
+}
+
+// detach forgets n users.
+func (p *pathState) detach(n int) {
+	registry.mu.Lock()
+	p.users -= n
+	registry.mu.Unlock()
+}
+
+type phase int
+
+const (
+	idle      phase = iota // nothing held, no helper running
+	acquiring              // an acquirer runs
+	held                   // acq is granted to holder
+	checking               // acq is held by nobody while a checker asks the server whether another process waits
+	releasing              // a releaser deletes the owner node
+)
+
+type reqState int
+
+const (
+	pending reqState = iota
+	granted
+	answered // failed, or cancelled while pending
+)
+
+// request is one Lock or TryLock call.
+type request struct {
+	m     *Mutex
+	try   bool
+	reply chan result // cap 1: the loop never blocks on it
+	// Owned by the loop:
+	state reqState
+	guard *Guard
+}
+
+type result struct {
+	g   *Guard
+	err error
+}
+
+type cancelMsg struct {
+	req *request
+	ack chan struct{} // closed once the cancellation left nothing behind
+}
+
+type unlockMsg struct {
+	g     *Guard
+	reply chan error // cap 1
+}
+
+type workKind int
+
+const (
+	acquired workKind = iota
+	checked
+	released
+)
+
+// workResult is what a helper reports when it is done.
+type workResult struct {
+	kind      workKind
+	acq       *acquisition // acquired
+	err       error        // acquired, released
+	contended bool         // checked, released: another process waits
+}
+
+// pathState is the local state of one (session, path). The fields below
+// "owned by the loop" are touched only by the loop goroutine.
+type pathState struct {
+	key     key
+	sess    *session.Session
+	srv     *server
+	log     *zap.Logger
+	reqs    chan *request
+	cancels chan cancelMsg
+	unlocks chan unlockMsg
+	work    chan workResult
+	inspect chan chan Snapshot // for tests: see Inspect
+	exited  chan struct{}      // closed when the loop has exited
+	users   int                // guarded by registry.mu
+	wg      sync.WaitGroup
+
+	// Owned by the loop:
+	phase        phase
+	waiters      []*request // blocking Lock calls, FIFO
+	tryReq       *request   // the TryLock a try-mode acquirer works for
+	acqCancel    context.CancelFunc
+	acqCancelled bool // the running acquirer was cancelled: nobody wants its grant
+	acq          *acquisition
+	holder       *Guard
+	contended    bool       // the last release saw another process waiting
+	unlockReply  chan error // the Unlock waiting for the running release
+	acks         []chan struct{}
+}
+
+func (p *pathState) run() {
+	defer close(p.exited)
+	sessDone := p.sess.Done()
+	for {
+		select {
+		case r := <-p.reqs:
+			p.onRequest(r)
+		case c := <-p.cancels:
+			p.onCancel(c)
+		case u := <-p.unlocks:
+			p.onUnlock(u)
+		case w := <-p.work:
+			p.onWork(w)
+		case c := <-p.inspect:
+			c <- p.snapshot()
+		case <-sessDone:
+			sessDone = nil // checked below, on every turn
+		}
+		p.flushAcks()
+		if p.exit() {
+			p.wg.Wait()
+			return
+		}
+	}
+}
+
+// exit reports whether the loop is done, and if so leaves the registry.
+func (p *pathState) exit() bool {
+	ended := p.sess.Err() != nil
+	switch {
+	case p.phase == idle:
+	case p.phase == held && ended:
+		// The session took the lock with it; the holder's Guard has ended
+		// (its hold watched the session). Its Unlock finds the loop gone.
+		p.failAll(sessionErr(p.sess))
+		p.acq.hold.End(fmt.Errorf("%w: %w", recipes.ErrLost, sessionErr(p.sess)))
+		p.acq, p.holder = nil, nil
+		p.phase = idle
+	default:
+		return false
+	}
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if p.users > 0 && !ended {
+		return false
+	}
+	delete(registry.loops, p.key)
+	return true
+}
+
+func (p *pathState) onRequest(r *request) {
+	if err := p.sess.Err(); err != nil {
+		p.fail(r, err)
+		return
+	}
+	if r.try {
+		if p.phase != idle {
+			p.fail(r, recipes.ErrLocked)
+			return
+		}
+		p.tryReq = r
+		p.startAcquire(true)
+		return
+	}
+	p.waiters = append(p.waiters, r)
+	if p.phase == idle {
+		p.startAcquire(false)
+	}
+}
+
+func (p *pathState) onCancel(c cancelMsg) {
+	r := c.req
+	switch r.state {
+	case answered:
+		close(c.ack)
+		return
+	case granted:
+		// The grant crossed the cancellation: release it as Unlock would.
+		r.state = answered
+		if r.guard.released.CompareAndSwap(false, true) {
+			p.unlock(r.guard, nil)
+		}
+		if p.phase == releasing {
+			p.acks = append(p.acks, c.ack)
+			return
+		}
+		close(c.ack)
+		return
+	}
+	r.state = answered
+	p.detach(1)
+	if r == p.tryReq {
+		p.tryReq = nil
+	} else {
+		for i, w := range p.waiters {
+			if w == r {
+				p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+				break
+			}
+		}
+	}
+	if p.phase == acquiring && p.tryReq == nil && len(p.waiters) == 0 && !p.acqCancelled {
+		p.acqCancelled = true
+		p.acqCancel()
+	}
+	if p.phase == acquiring && p.acqCancelled {
+		// Answer once the acquirer has cleaned up after itself.
+		p.acks = append(p.acks, c.ack)
+		return
+	}
+	close(c.ack)
+}
+
+func (p *pathState) onUnlock(u unlockMsg) {
+	if u.g != p.holder {
+		// Cannot happen: a Guard is released once, and only its holder's.
+		u.reply <- errors.New("internal error: unlock of a guard that does not hold")
+		return
+	}
+	p.unlock(u.g, u.reply)
+}
+
+// unlock ends the holder's Guard and passes the lock on: to the next local
+// waiter, through a check, or to the server. reply, if not nil, receives the
+// outcome.
+func (p *pathState) unlock(g *Guard, reply chan error) {
+	g.cancel(recipes.ErrReleased)
+	p.holder = nil
+	p.detach(1)
+	acq := p.acq
+	if acq.hold.Err() == nil && len(p.waiters) > 0 && p.sess.Err() == nil {
+		if acq.handoffs < g.m.opts.maxHandoffs {
+			acq.handoffs++
+			p.grant(p.popWaiter())
+			answer(reply, nil)
+			return
+		}
+		// Bound reached: is another process waiting?
+		p.phase = checking
+		p.spawn(func() {
+			contended := p.srv.check(acq)
+			p.work <- workResult{kind: checked, contended: contended}
+		})
+		answer(reply, nil)
+		return
+	}
+	p.startRelease(reply)
+}
+
+func (p *pathState) onWork(w workResult) {
+	switch w.kind {
+	case acquired:
+		p.acqCancel()
+		p.acqCancelled = false
+		if w.err == nil {
+			p.acq = w.acq
+			switch {
+			case p.tryReq != nil:
+				r := p.tryReq
+				p.tryReq = nil
+				p.grant(r)
+			case len(p.waiters) > 0:
+				p.grant(p.popWaiter())
+			default:
+				// Everybody who wanted it has gone.
+				p.startRelease(nil)
+			}
+			return
+		}
+		if r := p.tryReq; r != nil {
+			p.tryReq = nil
+			p.fail(r, w.err)
+		} else if !errors.Is(w.err, context.Canceled) || p.sess.Err() != nil {
+			// A blocking acquirer fails only when the session ends or on
+			// an unexpected error: every waiter gets it. (Canceled: we
+			// stopped it because its waiters had gone.)
+			p.failAll(w.err)
+		}
+		p.startAcquire(false)
+	case checked:
+		if w.contended {
+			p.acq.flagged = true
+		}
+		if w.contended || p.acq.hold.Err() != nil || len(p.waiters) == 0 || p.sess.Err() != nil {
+			p.startRelease(nil)
+			return
+		}
+		p.acq.handoffs = 0
+		p.grant(p.popWaiter())
+	case released:
+		p.contended = w.contended
+		answer(p.unlockReply, w.err)
+		p.unlockReply = nil
+		p.startAcquire(false)
+	}
+}
+
+// startAcquire starts an acquirer for the waiters, or goes idle if there
+// are none (or fails them if the session has ended).
+func (p *pathState) startAcquire(try bool) {
+	if !try && len(p.waiters) == 0 {
+		p.phase = idle
+		return
+	}
+	if err := p.sess.Err(); err != nil {
+		p.failAll(err)
+		p.phase = idle
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.phase, p.acqCancel, p.acqCancelled = acquiring, cancel, false
+	queue := p.contended && !try
+	p.spawn(func() {
+		acq, err := p.srv.acquire(ctx, try, queue)
+		p.work <- workResult{kind: acquired, acq: acq, err: err}
+	})
+}
+
+// startRelease starts a releaser for the acquisition; reply, if not nil,
+// receives its outcome.
+func (p *pathState) startRelease(reply chan error) {
+	acq := p.acq
+	p.acq = nil
+	p.phase = releasing
+	p.unlockReply = reply
+	p.spawn(func() {
+		contended, err := p.srv.release(acq)
+		p.work <- workResult{kind: released, contended: contended, err: err}
+	})
+}
+
+// grant gives the acquisition to r.
+func (p *pathState) grant(r *request) {
+	ctx, cancel := context.WithCancelCause(p.acq.hold.Context())
+	g := &Guard{p: p, m: r.m, acq: p.acq, ctx: ctx, cancel: cancel}
+	p.holder, p.phase = g, held
+	r.state, r.guard = granted, g
+	r.reply <- result{g: g}
+}
+
+func (p *pathState) popWaiter() *request {
+	r := p.waiters[0]
+	p.waiters[0] = nil
+	p.waiters = p.waiters[1:]
+	return r
+}
+
+// fail answers r with err.
+func (p *pathState) fail(r *request, err error) {
+	r.state = answered
+	r.reply <- result{err: err}
+	p.detach(1)
+}
+
+// failAll answers every waiter with err.
+func (p *pathState) failAll(err error) {
+	for _, r := range p.waiters {
+		p.fail(r, err)
+	}
+	p.waiters = nil
+	if p.tryReq != nil {
+		p.fail(p.tryReq, err)
+		p.tryReq = nil
+	}
+}
+
+// flushAcks answers the cancellations that waited for a clean-up, once no
+// clean-up on their behalf is running.
+func (p *pathState) flushAcks() {
+	if len(p.acks) == 0 || p.phase == releasing || (p.phase == acquiring && p.acqCancelled) {
+		return
+	}
+	for _, a := range p.acks {
+		close(a)
+	}
+	p.acks = nil
+}
+
+// spawn runs f on a helper goroutine the loop waits for before it exits.
+func (p *pathState) spawn(f func()) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		f()
+	}()
+}
+
+func answer(reply chan error, err error) {
+	if reply != nil {
+		reply <- err
+	}
+}
+
+// Snapshot is the local state of a lock, as Inspect reports it.
+type Snapshot struct {
+	// Held reports whether a goroutine of this process holds the lock.
+	Held bool
+	// Waiting is the number of goroutines of this process waiting in Lock.
+	Waiting int
+	// Handoffs is the number of local handoffs since the process acquired
+	// the lock on the server, or since its last check for other processes.
+	Handoffs int
+	// Token is the fencing token of the process's acquisition, 0 if none.
+	Token int64
+}
+
+func (p *pathState) snapshot() Snapshot {
+	s := Snapshot{Held: p.holder != nil, Waiting: len(p.waiters)}
+	if p.tryReq != nil {
+		s.Waiting++
+	}
+	if p.acq != nil {
+		s.Handoffs, s.Token = p.acq.handoffs, p.acq.node.Token
+	}
+	return s
+}
+
+// Inspect reports the local state of the lock at m's path on m's session:
+// who holds and waits in this process. It is meant for tests, metrics and
+// debugging: the state may change as soon as it returns. A lock that nobody
+// in this process uses reports the zero Snapshot.
+func (m *Mutex) Inspect() Snapshot {
+	registry.mu.Lock()
+	p := registry.loops[key{m.sess, m.path}]
+	registry.mu.Unlock()
+	if p == nil {
+		return Snapshot{}
+	}
+	c := make(chan Snapshot, 1)
+	select {
+	case p.inspect <- c:
+		return <-c
+	case <-p.exited:
+		return Snapshot{}
+	}
+}

@@ -1,0 +1,443 @@
+package mutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/hold"
+	"github.com/coordkit/coordkit/recipes/internal/waitq"
+	"github.com/coordkit/coordkit/session"
+)
+
+// The server side of the lock: the protocol on P/owner and P/queue (see the
+// package documentation). Every function here runs on a helper goroutine of
+// the path's loop.
+
+// acquisition is one hold of P/owner by this process.
+type acquisition struct {
+	node backend.Node // P/owner as created: Token, Version
+	hold *hold.Hold
+	// tail is closed once the queue node the acquisition used is gone
+	// (nil if it did not queue).
+	tail chan struct{}
+	// Owned by the loop:
+	handoffs int  // local handoffs since the acquisition or the last check
+	flagged  bool // a check found P/owner marked
+}
+
+type server struct {
+	sess  *session.Session
+	conn  backend.Conn
+	owner string
+	log   *zap.Logger
+	spawn func(func()) // runs a goroutine the loop waits for
+	spec  *waitq.Spec
+}
+
+func newServer(s *session.Session, path string, log *zap.Logger) *server {
+	queue := backend.Join(path, QueueName)
+	return &server{
+		sess:  s,
+		conn:  s.Conn(),
+		owner: backend.Join(path, OwnerName),
+		log:   log,
+		spec: &waitq.Spec{
+			Dir:    queue,
+			Name:   WaiterName,
+			Member: waitq.NamedMember(WaiterName),
+			Decide: waitq.Predecessor(1),
+			Log:    log,
+		},
+	}
+}
+
+var ephemeral = backend.CreateOptions{Ephemeral: true}
+
+// acquire takes P/owner. With try it makes one attempt and returns
+// recipes.ErrLocked if the node exists. Otherwise it creates P/owner
+// directly unless queue is set (this process saw contention at its last
+// release); if the node exists it queues under P/queue and, once at the head,
+// waits for P/owner to go. It returns ctx's error (wrapped) when ctx ends and
+// the session's when the session ends; connection losses and suspensions are
+// waited out.
+//
+// Creates run under a context detached from ctx: a create is never abandoned
+// in flight (which would leave its node to be cleaned up later), so when
+// ctx ends the acquirer still knows what it made and removes it (a queue
+// node) or reports it (an owner node, which the loop releases) before it
+// returns.
+func (s *server) acquire(ctx context.Context, try, queue bool) (*acquisition, error) {
+	var backoff time.Duration
+	dctx := context.WithoutCancel(ctx)
+	if !queue {
+		for {
+			epoch, err := s.usable(ctx, try, &backoff)
+			if err != nil {
+				return nil, err
+			}
+			n, err := s.conn.Create(dctx, s.owner, nil, ephemeral)
+			switch {
+			case err == nil:
+				if a := s.granted(epoch, n); a != nil {
+					return a, nil
+				}
+				if try {
+					return nil, epochErr(epoch)
+				}
+				continue // suspended right after the grant: it is undone, try again
+			case errors.Is(err, backend.ErrNodeExists):
+				if try {
+					return nil, recipes.ErrLocked
+				}
+			case errors.Is(err, backend.ErrConnectionLoss) && !try:
+				if err := s.await(ctx, &backoff); err != nil {
+					return nil, err
+				}
+				continue
+			default:
+				return nil, s.stopped(ctx, err)
+			}
+			break
+		}
+	}
+	for {
+		if _, err := s.usable(ctx, false, &backoff); err != nil {
+			return nil, err
+		}
+		e, err := waitq.Join(dctx, s.sess, s.spec)
+		if err == nil {
+			if ctx.Err() != nil {
+				e.Leave()
+				return nil, ctxErr(ctx)
+			}
+			err = e.Wait(ctx, true)
+		}
+		if err == nil {
+			a, err := s.head(ctx, &backoff)
+			if err != nil {
+				e.Leave()
+				return nil, err
+			}
+			a.tail = make(chan struct{})
+			s.spawn(func() {
+				defer close(a.tail)
+				e.Leave()
+			})
+			return a, nil
+		}
+		// The entry has left the queue. Join again unless ctx or the
+		// session ended: a suspension ended the wait (waitq ties it to the
+		// hold epoch), or an operator deleted our queue node.
+		if err := s.stopped(ctx, err); !retryable(err) {
+			return nil, err
+		}
+		s.log.Debug("queueing again", zap.Error(err))
+		if err := s.await(ctx, &backoff); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// head waits, at the head of the queue, until this process has created
+// P/owner. It marks a holder's node as contended before it waits for it.
+func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition, error) {
+	var marked int64 // the token of the owner node we marked
+	for {
+		epoch, err := s.usable(ctx, false, backoff)
+		if err != nil {
+			return nil, err
+		}
+		n, exists, w, err := s.conn.Watch(ctx, s.owner)
+		if err != nil {
+			if err := s.retry(ctx, err, backoff); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if !exists {
+			w.Stop()
+			n, err := s.conn.Create(context.WithoutCancel(ctx), s.owner, nil, ephemeral)
+			switch {
+			case err == nil:
+				if a := s.granted(epoch, n); a != nil {
+					return a, nil
+				}
+			case errors.Is(err, backend.ErrNodeExists):
+			default:
+				if err := s.retry(ctx, err, backoff); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		if n.Owner == s.conn.SessionID() {
+			// Ours, left over from an acquisition whose release failed:
+			// this process holds nothing now (its acquisitions are
+			// serialised), so it can go.
+			w.Stop()
+			if err := deleteIncarnation(ctx, s.conn, n, nil); err != nil {
+				if err := s.retry(ctx, err, backoff); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		if string(n.Data) != ContendedMark && n.Token != marked {
+			w.Stop()
+			marked = n.Token
+			if _, err := s.conn.Set(ctx, s.owner, []byte(ContendedMark), n.Version); err != nil &&
+				!errors.Is(err, backend.ErrNoNode) && !errors.Is(err, backend.ErrBadVersion) {
+				if err := s.retry(ctx, err, backoff); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		select {
+		case ev := <-w.C():
+			w.Stop()
+			if ev.Type == backend.EventLost && (errors.Is(ev.Err, coordkit.ErrSessionLost) || errors.Is(ev.Err, coordkit.ErrClosed)) {
+				return nil, ev.Err
+			}
+		case <-ctx.Done():
+			w.Stop()
+			return nil, ctxErr(ctx)
+		case <-s.sess.Done():
+			w.Stop()
+			return nil, sessionErr(s.sess)
+		}
+	}
+}
+
+// granted turns a created owner node into an acquisition, unless the hold
+// epoch taken before the create has ended since: then the node is deleted
+// and granted returns nil.
+func (s *server) granted(epoch context.Context, n backend.Node) *acquisition {
+	if epoch.Err() == nil {
+		s.log.Debug("acquired", zap.Int64("token", n.Token))
+		return &acquisition{node: n, hold: hold.Start(s.sess, epoch, n, n.Token)}
+	}
+	// Suspended (or worse) since: undo the create. If the delete fails,
+	// the node goes with the session, or the next acquisition finds it
+	// (its owner is this session) and deletes it.
+	ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
+	defer cancel()
+	_ = deleteIncarnation(ctx, s.conn, n, nil)
+	return nil
+}
+
+// check reports whether another process has marked the held owner node (or
+// it is no longer ours): the lock should then go back to the server.
+func (s *server) check(a *acquisition) bool {
+	ctx, cancel := context.WithTimeout(a.hold.Context(), s.sess.Timeout())
+	defer cancel()
+	n, err := s.conn.Get(ctx, s.owner)
+	if err != nil || n.Token != a.node.Token {
+		return true
+	}
+	return string(n.Data) == ContendedMark
+}
+
+// release ends the acquisition's hold and deletes its owner node if it is
+// still there, retrying after connection losses until it is done or the
+// session ends. It reports whether another process had marked the node.
+func (s *server) release(a *acquisition) (contended bool, err error) {
+	// End the hold concurrently with the delete: End waits for the hold's
+	// monitor to exit, which may mean waiting for the reply to its watch,
+	// and that wait need not delay the delete. End cancels the hold first,
+	// and the delete waits for that (so the monitor does not take our own
+	// delete for a loss and watch again). Every Guard of the acquisition
+	// has ended with its own cause already.
+	cancelled := make(chan struct{})
+	stop := context.AfterFunc(a.hold.Context(), func() { close(cancelled) })
+	defer stop()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		a.hold.End(recipes.ErrReleased)
+	}()
+	<-cancelled
+	contended = a.flagged
+	err = s.removeOwner(a.node, &contended)
+	<-ended
+	if a.tail != nil {
+		<-a.tail
+	}
+	s.log.Debug("released", zap.Int64("token", a.node.Token), zap.Bool("contended", contended), zap.Error(err))
+	return contended, err
+}
+
+// removeOwner deletes exactly the incarnation n of the owner node, retrying
+// after connection losses until it is done or the session ends (the server
+// then deletes it). It sets *marked if it found the node marked.
+func (s *server) removeOwner(n backend.Node, marked *bool) error {
+	var backoff time.Duration
+	for {
+		if s.sess.Err() != nil {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
+		err := deleteIncarnation(ctx, s.conn, n, marked)
+		cancel()
+		switch {
+		case err == nil, s.sess.Err() != nil:
+			return nil
+		case !retryable(err):
+			s.log.Warn("could not delete the owner node", zap.Int64("token", n.Token), zap.Error(err))
+			return err
+		}
+		if err := waitRetry(s.sess.Context(), s.sess, &backoff); err != nil {
+			return nil // the session ended
+		}
+	}
+}
+
+// deleteIncarnation deletes n if the node at its path is still that
+// incarnation: by the version it was created with, and after a version
+// mismatch (a waiter marked it) by its current version. A node that is gone
+// or replaced is not an error. It sets *marked (if not nil) on a version
+// mismatch.
+func deleteIncarnation(ctx context.Context, c backend.Conn, n backend.Node, marked *bool) error {
+	version := n.Version
+	for {
+		err := c.Delete(ctx, n.Path, version)
+		switch {
+		case err == nil, errors.Is(err, backend.ErrNoNode):
+			return nil
+		case !errors.Is(err, backend.ErrBadVersion):
+			return err
+		}
+		if marked != nil {
+			*marked = true
+		}
+		cur, err := c.Get(ctx, n.Path)
+		switch {
+		case errors.Is(err, backend.ErrNoNode):
+			return nil
+		case err != nil:
+			return err
+		case cur.Token != n.Token:
+			return nil // replaced: ours is gone
+		}
+		version = cur.Version
+	}
+}
+
+// usable returns the session's hold epoch once the session can hold: at once
+// while it is connected, else after it reconnects. With noWait it does not
+// wait but returns the reason. It returns an error when ctx or the session
+// ends.
+func (s *server) usable(ctx context.Context, noWait bool, backoff *time.Duration) (context.Context, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, ctxErr(ctx)
+		}
+		if err := s.sess.Err(); err != nil {
+			return nil, err
+		}
+		epoch := s.sess.HoldContext()
+		if epoch.Err() == nil {
+			return epoch, nil
+		}
+		if noWait {
+			return nil, epochErr(epoch)
+		}
+		if err := s.await(ctx, backoff); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// retry decides what to do after a failed call: nil to try again (after a
+// connection loss, once the session looks connected), else the error that
+// ends the acquisition.
+func (s *server) retry(ctx context.Context, err error, backoff *time.Duration) error {
+	if err := s.stopped(ctx, err); !retryable(err) {
+		return err
+	}
+	return s.await(ctx, backoff)
+}
+
+// await waits until it is worth trying again (see waitRetry), bounded by ctx.
+func (s *server) await(ctx context.Context, backoff *time.Duration) error {
+	if err := waitRetry(ctx, s.sess, backoff); err != nil {
+		return s.stopped(ctx, err)
+	}
+	return nil
+}
+
+// stopped returns the error that ends the acquisition: ctx's if it ended,
+// the session's if it ended, else err.
+func (s *server) stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctxErr(ctx)
+	}
+	if serr := s.sess.Err(); serr != nil {
+		return serr
+	}
+	return err
+}
+
+// retryable reports whether an acquisition or release may succeed by trying
+// again on the same session. Callers rule out the end of their own context
+// and of the session first (see stopped).
+func retryable(err error) bool {
+	return errors.Is(err, backend.ErrConnectionLoss) || errors.Is(err, recipes.ErrNodeDeleted) ||
+		errors.Is(err, session.ErrSuspended) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// waitRetry waits after a connection loss or a suspension until it is worth
+// trying again: the session reconnected, or, while it looks connected (it has
+// not processed the disconnect yet, or the loss was a single broken call), a
+// backoff doubling from 50ms to 1s has passed. It returns an error if ctx or
+// the session ends.
+func waitRetry(ctx context.Context, s *session.Session, backoff *time.Duration) error {
+	changes, stop := s.Changes()
+	defer stop()
+	if *backoff == 0 {
+		*backoff = 50 * time.Millisecond
+	}
+	for {
+		var timer *time.Timer
+		var retry <-chan time.Time
+		if st := s.State(); (st == session.StateConnected || st == session.StateReconnected) && s.HoldContext().Err() == nil {
+			timer = time.NewTimer(*backoff)
+			retry = timer.C
+			*backoff = min(2**backoff, time.Second)
+		}
+		stopTimer := func() {
+			if timer != nil {
+				timer.Stop()
+			}
+		}
+		select {
+		case c, ok := <-changes:
+			stopTimer()
+			if !ok || c.State.Terminal() {
+				return sessionErr(s)
+			}
+			if c.State == session.StateReconnected {
+				*backoff = 0
+				return nil
+			}
+		case <-retry:
+			return nil
+		case <-ctx.Done():
+			stopTimer()
+			return ctxErr(ctx)
+		}
+	}
+}
+
+// epochErr is the error for a hold epoch that has ended: it wraps the
+// session's cause.
+func epochErr(epoch context.Context) error {
+	return fmt.Errorf("the session can hold nothing now: %w", context.Cause(epoch))
+}
