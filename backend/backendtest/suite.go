@@ -320,6 +320,46 @@ func (e *env) watch(c backend.Conn, path string) (backend.Node, bool, *backend.W
 	return n, ok, w
 }
 
+// watchVisible watches a node another session has just created. On a
+// ZooKeeper ensemble c may talk to a member that has not applied that create
+// yet (a session reads its own writes at once, others' only eventually), so
+// it waits, by watch, until the node is visible to c, then returns a watch
+// armed on the existing node.
+func (e *env) watchVisible(c backend.Conn, path string) (backend.Node, *backend.Watch) {
+	e.t.Helper()
+	for {
+		n, ok, w := e.watch(c, path)
+		if ok {
+			return n, w
+		}
+		if ev := e.next(w, "Watch of a node created by another session, until it is visible"); ev.Type != backend.EventCreated {
+			e.t.Fatalf("Watch(%s) of a node not yet visible: got %v, want Created", path, ev.Type)
+		}
+	}
+}
+
+// getVisible reads a node another session may have just created: like
+// watchVisible, it waits until c's member has applied the create.
+func (e *env) getVisible(c backend.Conn, path string) backend.Node {
+	e.t.Helper()
+	n, w := e.watchVisible(c, path)
+	w.Stop()
+	return n
+}
+
+// gone checks that a node another session deleted (or whose session ended)
+// is gone as c sees it, waiting by watch for c's member to apply the delete.
+func (e *env) gone(c backend.Conn, path, what string) {
+	e.t.Helper()
+	_, ok, w := e.watch(c, path)
+	if ok {
+		e.expect(w, backend.EventDeleted, path, what)
+	}
+	w.Stop()
+	_, err := c.Get(e.ctx, path)
+	e.wantErr(err, backend.ErrNoNode, what)
+}
+
 func (e *env) watchChildren(c backend.Conn, parent string) ([]backend.Node, *backend.Watch) {
 	e.t.Helper()
 	kids, w, err := c.WatchChildren(e.ctx, parent)
