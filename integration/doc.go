@@ -25,6 +25,12 @@
 //     Curator's KillSession did; a Proxy made with WithZooKeeperProtocol
 //     records the session passwords it needs.
 //
+// Apache Curator (interop and comparison):
+//   - StartCurator runs a small Java driver, compiled with javac on first
+//     use, that takes and releases Curator 5.4 InterProcessMutex locks on
+//     command and benchmarks them. It needs Debian's libcurator-recipes-java
+//     and a JDK (default-jdk-headless); scripts/test.sh installs both.
+//
 // Every function taking a testing.TB registers its cleanup with
 // tb.Cleanup; LaunchZooKeeper, LaunchEtcd and StartProxy are the building
 // blocks for code without one.
