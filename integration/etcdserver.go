@@ -61,34 +61,7 @@ type etcdMember struct {
 // to a file that is reported when the test fails.
 func StartEtcd(tb testing.TB, opts ...Option) *EtcdCluster {
 	tb.Helper()
-	o := buildOptions(opts)
-	if o.dir == "" {
-		o.dir = tb.TempDir()
-	}
-	keepLogs, err := tbLogDir(&o, "etcd")
-	if err != nil {
-		tb.Fatalf("start etcd: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*o.startTimeout)
-	defer cancel()
-	c, err := launchEtcd(ctx, o)
-	if err != nil {
-		keepLogs(false)
-		reportStartError(tb, "etcd", err)
-		return nil
-	}
-	tb.Cleanup(func() {
-		failed := tb.Failed()
-		if err := c.Close(); err != nil {
-			tb.Errorf("close etcd: %v", err)
-			failed = true
-		}
-		if failed {
-			c.logTails(tb)
-		}
-		keepLogs(failed)
-	})
-	return c
+	return startForTest(tb, "etcd", launchEtcd, opts)
 }
 
 // LaunchEtcd is the building block of StartEtcd for code without a

@@ -81,26 +81,39 @@ type zkMember struct {
 // it fails.
 func StartZooKeeper(tb testing.TB, opts ...Option) *ZooKeeperCluster {
 	tb.Helper()
+	return startForTest(tb, "ZooKeeper", launchZooKeeper, opts)
+}
+
+// startForTest launches a cluster for one test: data under tb.TempDir(), a
+// log directory kept only when the test fails, the cluster closed in
+// tb.Cleanup with its log tails reported on failure. When the cluster cannot
+// start the test is skipped (failed under CI) and nil is returned.
+func startForTest[C interface {
+	Close() error
+	logTails(testing.TB)
+}](tb testing.TB, what string, launch func(context.Context, options) (C, error), opts []Option) C {
+	tb.Helper()
+	var zero C
 	o := buildOptions(opts)
 	if o.dir == "" {
 		o.dir = tb.TempDir()
 	}
-	keepLogs, err := tbLogDir(&o, "zookeeper")
+	keepLogs, err := tbLogDir(&o, strings.ToLower(what))
 	if err != nil {
-		tb.Fatalf("start ZooKeeper: %v", err)
+		tb.Fatalf("start %s: %v", what, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*o.startTimeout)
 	defer cancel()
-	c, err := launchZooKeeper(ctx, o)
+	c, err := launch(ctx, o)
 	if err != nil {
 		keepLogs(false)
-		reportStartError(tb, "ZooKeeper", err)
-		return nil
+		reportStartError(tb, what, err)
+		return zero
 	}
 	tb.Cleanup(func() {
 		failed := tb.Failed()
 		if err := c.Close(); err != nil {
-			tb.Errorf("close ZooKeeper: %v", err)
+			tb.Errorf("close %s: %v", what, err)
 			failed = true
 		}
 		if failed {
