@@ -15,7 +15,11 @@
 // and Context is cancelled (with that cause) as soon as the session's error
 // policy says the hold may be gone (by default when the connection is
 // suspended), when the holder's node is deleted or replaced by someone else,
-// or when the holder releases it. Without fencing, a critical section can
+// or when the holder releases it. Session-driven ends cost nothing per
+// grant. Noticing the node's deletion needs a read and a watch on the
+// server, so a grant arms that watch the first time Done, Err or Context is
+// called (and reports a deletion that happened before): a holder that
+// never asks pays only for its create and its delete. Without fencing, a critical section can
 // still overlap another: a lock is then only an efficiency aid.
 package recipes
 

@@ -98,8 +98,11 @@
 //   - Each Lock costs one CreateAndList (on ZooKeeper: the create, then the
 //     token read and the listing pipelined in one more round trip; on etcd:
 //     one Txn); a waiter adds a watch of its predecessor and one of its own
-//     node, and one listing per wake-up; a granted Guard watches its node
-//     (one request, off the latency path). Unlock costs one delete. A
+//     node, and one listing per wake-up. A granted Guard watches its node
+//     from the first call of its Done, Err or Context (one read and one
+//     watch, in the background): a holder that never asks pays nothing for
+//     it, and one that asks learns of a deletion that happened before it
+//     asked. Unlock costs one delete. A
 //     waiter whose node is deleted by someone else fails rather than
 //     joining the queue again.
 package fairlock

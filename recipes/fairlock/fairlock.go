@@ -183,17 +183,17 @@ var _ recipes.Held = (*Guard)(nil)
 // Done is closed when the hold ends or may have ended: Unlock, the session's
 // error policy, the session lost or closed, or the node deleted or replaced
 // by someone else.
-func (g *Guard) Done() <-chan struct{} { return g.hold.Done() }
+func (g *Guard) Done() <-chan struct{} { g.hold.Watch(); return g.hold.Done() }
 
 // Err is nil while the hold lasts; afterwards why it ended:
 // recipes.ErrReleased after Unlock, else an error matching recipes.ErrLost
 // and the reason (coordkit.ErrSessionLost, coordkit.ErrClosed,
 // recipes.ErrNodeDeleted).
-func (g *Guard) Err() error { return g.hold.Err() }
+func (g *Guard) Err() error { g.hold.Watch(); return g.hold.Err() }
 
 // Context is cancelled when Done is closed; its context.Cause is Err. Run
 // the guarded work under it.
-func (g *Guard) Context() context.Context { return g.hold.Context() }
+func (g *Guard) Context() context.Context { g.hold.Watch(); return g.hold.Context() }
 
 // Token is the grant's fencing token: the ZooKeeper czxid or etcd create
 // revision of the lock node, from the create that queued it. Tokens strictly

@@ -547,6 +547,7 @@ func TestWaiterSurvivesDisconnectUnderSessionPolicy(t *testing.T) {
 	if r.err != nil || r.g.Token() <= holder.Token() {
 		t.Fatalf("reconnected waiter: %v", r.err)
 	}
+	awaitNotSuspended(t, ws)
 	mustUnlock(t, r.g)
 	e.awaitChildren(0)
 }
@@ -795,6 +796,7 @@ type cost struct{ requests, events int64 }
 func handoffCosts(t *testing.T, n int) []cost {
 	e := newEnv(t)
 	holder := mustLock(t, e.lock(e.session()))
+	holder.Done() // holders that watch their hold: the costlier case
 	granted := make(chan *fairlock.Guard, n)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -808,6 +810,7 @@ func handoffCosts(t *testing.T, n int) []cost {
 				errs <- err
 				return
 			}
+			g.Done()
 			granted <- g
 		}()
 	}
@@ -999,6 +1002,9 @@ func TestLockDuringDisconnectUnderSessionPolicy(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
+	// The grant can come before the session has processed the reconnect;
+	// Unlock while it still says Suspended defers the delete (documented).
+	awaitNotSuspended(t, s)
 	mustUnlock(t, r.g)
 	// The same, cancelled while it waits for the reconnect.
 	if err := e.drv.Disconnect(s.ID()); err != nil {
@@ -1024,8 +1030,10 @@ func TestNodeDataChanged(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	holder := mustLock(t, e.lock(e.session()))
+	holder.Done() // arm the guard's watch of its node
 	ch := lockAsync(ctx, e.lock(e.session()))
 	kids := e.awaitChildren(2)
+	eventually(t, "watches armed", func() bool { return e.drv.Stats().Watches == 3 })
 	for _, k := range kids {
 		if _, err := e.obs.Set(ctx, k.Path, []byte("touched"), backend.AnyVersion); err != nil {
 			t.Fatal(err)
@@ -1047,4 +1055,12 @@ func TestNodeDataChanged(t *testing.T) {
 	}
 	mustUnlock(t, r.g)
 	e.awaitChildren(0)
+}
+
+// awaitNotSuspended waits until s has processed its reconnect: a grant seen
+// on the connection can come first, and Unlock on a session that still says
+// Suspended defers its delete to the background and reports that.
+func awaitNotSuspended(t *testing.T, s *session.Session) {
+	t.Helper()
+	eventually(t, "the session to process its reconnect", func() bool { return s.State() != session.StateSuspended })
 }

@@ -41,8 +41,9 @@
 // Uncontended, an acquisition is one create of P/owner (on ZooKeeper one
 // multi of create+setData, which returns the czxid) and the release one
 // delete: two round trips, one fewer than Curator's InterProcessMutex. (The
-// watch that tracks the hold, see "Loss", is armed in the background and
-// adds no latency.) A queued acquisition costs more: joining the queue,
+// watch that notices P/owner being deleted, see "Loss", is armed only when
+// the Guard's Done, Err or Context is first called, in the background.) A
+// queued acquisition costs more: joining the queue,
 // marking and watching P/owner, the create, and deleting the queue node
 // after the grant.
 //

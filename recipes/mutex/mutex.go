@@ -214,13 +214,14 @@ var _ recipes.Held = (*Guard)(nil)
 // Done is closed when this goroutine's hold ends or may have ended: Unlock,
 // or the loss of the process's acquisition (see "Loss" in the package
 // documentation).
-func (g *Guard) Done() <-chan struct{} { return g.ctx.Done() }
+func (g *Guard) Done() <-chan struct{} { g.acq.hold.Watch(); return g.ctx.Done() }
 
 // Err is nil while the hold lasts; afterwards why it ended:
 // recipes.ErrReleased after Unlock, else an error matching recipes.ErrLost
 // and the reason (coordkit.ErrSessionLost, coordkit.ErrClosed,
 // recipes.ErrNodeDeleted).
 func (g *Guard) Err() error {
+	g.acq.hold.Watch()
 	if g.ctx.Err() == nil {
 		return nil
 	}
@@ -229,7 +230,7 @@ func (g *Guard) Err() error {
 
 // Context is cancelled when Done is closed; its context.Cause is Err. Run
 // the guarded work under it.
-func (g *Guard) Context() context.Context { return g.ctx }
+func (g *Guard) Context() context.Context { g.acq.hold.Watch(); return g.ctx }
 
 // Token is the fencing token of the process's acquisition: the ZooKeeper
 // czxid or etcd create revision of the owner node. Goroutines that got the

@@ -221,19 +221,31 @@ func TestUncontendedCostsTwoRequests(t *testing.T) {
 	m := w.mutex(s)
 	g := lock(t, m) // the first acquisition also creates the container parent
 	unlock(t, g)
-	waitFor(t, "the hold's watch to go", func() bool { return w.drv.SessionStats(s.ID()).Watches == 0 })
 	before := w.drv.SessionStats(s.ID())
 	g = lock(t, m)
 	if n, ok := w.owner(); !ok || n.Token != g.Token() || n.Owner != s.ID() {
 		t.Fatalf("owner node %+v (exists %v), token %d", n, ok, g.Token())
 	}
 	unlock(t, g)
-	waitFor(t, "the hold's watch to go", func() bool { return w.drv.SessionStats(s.ID()).Watches == 0 })
 	after := w.drv.SessionStats(s.ID())
-	// Create + Delete, plus the hold's watch of the owner node, armed in
-	// the background (it adds no latency).
-	if got := after.Requests - before.Requests; got > 3 {
-		t.Errorf("uncontended Lock+Unlock cost %d requests, want 2 (+1 background watch)", got)
+	// Create + Delete: the hold's watch of the owner node is armed only when
+	// Done, Err or Context is called.
+	if got := after.Requests - before.Requests; got != 2 {
+		t.Errorf("uncontended Lock+Unlock cost %d requests, want 2", got)
+	}
+	if after.Watches != 0 {
+		t.Errorf("%d watches left after an uncontended cycle that never asked for one", after.Watches)
+	}
+	before = w.drv.SessionStats(s.ID())
+	g = lock(t, m)
+	if g.Err() != nil { // arms the watch
+		t.Fatalf("fresh guard: %v", g.Err())
+	}
+	waitFor(t, "the hold's watch", func() bool { return w.drv.SessionStats(s.ID()).Watches == 1 })
+	unlock(t, g)
+	waitFor(t, "the hold's watch to go", func() bool { return w.drv.SessionStats(s.ID()).Watches == 0 })
+	if got := w.drv.SessionStats(s.ID()).Requests - before.Requests; got != 3 {
+		t.Errorf("a cycle that asked for Err cost %d requests, want 3 (create, watch, delete)", got)
 	}
 	w.empty()
 }
@@ -371,7 +383,6 @@ func TestSharedStateAcrossMutexes(t *testing.T) {
 	s := w.session()
 	m1, m2 := w.mutex(s), w.mutex(s)
 	g1 := lock(t, m1)
-	waitFor(t, "the hold's watch", func() bool { return w.drv.SessionStats(s.ID()).Watches == 1 })
 	before := w.drv.SessionStats(s.ID()).Requests
 	if _, err := m2.TryLock(context.Background()); !errors.Is(err, recipes.ErrLocked) {
 		t.Fatalf("TryLock on the same session and path while held: %v, want ErrLocked", err)
@@ -753,6 +764,7 @@ func TestNoHerd(t *testing.T) {
 			w := newWorld(t)
 			holder := w.mutex(w.session())
 			g := lock(t, holder)
+			g.Done() // a holder that watches its hold: the costlier case
 			var wg sync.WaitGroup
 			for range waiters {
 				m := w.mutex(w.session())

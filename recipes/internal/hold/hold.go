@@ -1,6 +1,6 @@
 // Package hold tracks the liveness of one grant for every recipe: it
-// implements recipes.Held over the session's hold context and a watch on the
-// holder's node.
+// implements the state behind recipes.Held over the session's hold context
+// and, on demand, a watch on the holder's node.
 package hold
 
 import (
@@ -16,37 +16,68 @@ import (
 )
 
 // Hold is one grant. It ends, with a cause, when the session's hold context
-// ends (the session's error policy), when the holder's node is deleted or
-// replaced, or when End is called. It is safe for concurrent use.
+// ends (the session's error policy), when End is called, or, once Watch has
+// been called, when the holder's node is deleted or replaced. It is safe for
+// concurrent use.
+//
+// The session half costs nothing per grant: no goroutine, no request (a
+// callback on the hold context). The node half costs a read and a watch on
+// the server and a goroutine, so it starts only when someone asks for it:
+// recipes call Watch from their Guards' Done, Err and Context. A grant whose
+// holder never asks how it is doing (the uncontended lock-work-unlock cycle)
+// therefore costs exactly its create and its delete.
 type Hold struct {
 	sess   *session.Session
 	conn   backend.Conn
 	node   backend.Node
 	token  int64
+	epoch  context.Context
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	unhook func() bool // stops the epoch callback
 
-	endOnce sync.Once
+	mu      sync.Mutex
+	watched bool          // the monitor has been started
+	ended   bool          // End has been called
 	stopped chan struct{} // closed when the monitor goroutine exits
 	backoff time.Duration // owned by the monitor
 }
 
 // Start begins tracking a grant decided on node. epoch is the session's
 // HoldContext, taken before the request that decided the grant, so that a
-// suspension in between is not missed. The node is watched in the
-// background: Start does not wait for the watch to be armed, so the grant
-// costs no extra round trip of latency.
+// suspension in between is not missed. Start makes no request and starts no
+// goroutine; see Watch.
 func Start(s *session.Session, epoch context.Context, node backend.Node, token int64) *Hold {
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(epoch))
-	h := &Hold{sess: s, conn: s.Conn(), node: node, token: token, ctx: ctx, cancel: cancel, stopped: make(chan struct{})}
-	go h.monitor(epoch)
+	h := &Hold{sess: s, conn: s.Conn(), node: node, token: token, epoch: epoch, ctx: ctx, cancel: cancel,
+		stopped: make(chan struct{})}
+	h.unhook = context.AfterFunc(epoch, h.epochEnded)
 	return h
 }
 
-// monitor ends the hold when the epoch ends or the node goes away. It is the
-// only goroutine of a Hold and exits when the hold ends.
-func (h *Hold) monitor(epoch context.Context) {
+// epochEnded ends the hold because the session's policy says it may be gone.
+func (h *Hold) epochEnded() { h.cancel(lost(context.Cause(h.epoch))) }
+
+// Watch starts watching the holder's node, once: from then on the hold also
+// ends with recipes.ErrNodeDeleted when the node is deleted or replaced.
+// A node already gone when the watch is armed ends it too. Watch returns at
+// once (the read and the watch run in the background) and does nothing
+// after the hold has ended.
+func (h *Hold) Watch() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watched || h.ended || h.ctx.Err() != nil {
+		return
+	}
+	h.watched = true
+	go h.monitor()
+}
+
+// monitor ends the hold when the node goes away. It is the only goroutine of
+// a Hold and exits when the hold ends.
+func (h *Hold) monitor() {
 	defer close(h.stopped)
+	epoch := h.epoch
 	for {
 		if err := epoch.Err(); err != nil {
 			h.cancel(lost(context.Cause(epoch)))
@@ -155,16 +186,21 @@ func (h *Hold) Node() backend.Node { return h.node }
 // Token returns the grant's fencing token.
 func (h *Hold) Token() int64 { return h.token }
 
-// Done is closed when the hold ends.
+// Done is closed when the hold ends. It does not start the node watch.
 func (h *Hold) Done() <-chan struct{} { return h.ctx.Done() }
 
-// Context is cancelled when the hold ends; its cause is Err.
+// Context is cancelled when the hold ends; its cause is Err. It does not
+// start the node watch.
 func (h *Hold) Context() context.Context { return h.ctx }
 
-// Err is nil while the hold lasts, then why it ended.
+// Err is nil while the hold lasts, then why it ended. It does not start the
+// node watch.
 func (h *Hold) Err() error {
 	if h.ctx.Err() == nil {
-		return nil
+		if h.epoch.Err() == nil {
+			return nil
+		}
+		h.epochEnded() // the callback may not have run yet
 	}
 	return context.Cause(h.ctx)
 }
@@ -173,13 +209,23 @@ func (h *Hold) Err() error {
 // has already ended, and waits for the monitor to exit. It reports whether
 // this call ended it.
 func (h *Hold) End(cause error) bool {
-	ended := false
-	h.endOnce.Do(func() {
-		ended = h.ctx.Err() == nil
+	h.mu.Lock()
+	first := !h.ended
+	h.ended = true
+	endedIt := first && h.ctx.Err() == nil && h.epoch.Err() == nil
+	if first {
+		h.unhook()
+		if h.epoch.Err() != nil && h.ctx.Err() == nil {
+			h.epochEnded() // the session's policy got there first
+		}
 		h.cancel(cause)
-	})
-	<-h.stopped
-	return ended
+	}
+	watched := h.watched
+	h.mu.Unlock()
+	if watched {
+		<-h.stopped
+	}
+	return endedIt
 }
 
 // Fence returns the guard that holds while the grant's node is unchanged.

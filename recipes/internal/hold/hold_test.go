@@ -51,6 +51,7 @@ func TestHoldEndsWhenNodeDeleted(t *testing.T) {
 	if h.Err() != nil || h.Token() != n.Token {
 		t.Fatalf("fresh hold: err %v token %d", h.Err(), h.Token())
 	}
+	h.Watch()
 	if err := s.Conn().Delete(context.Background(), n.Path, backend.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +92,7 @@ func TestHoldEpochAlreadyEnded(t *testing.T) {
 func TestHoldReleaseAndDataChange(t *testing.T) {
 	_, s, n := setup(t)
 	h := hold.Start(s, s.HoldContext(), n, n.Token)
+	h.Watch()
 	// A data change is not a loss: the monitor re-arms.
 	if _, err := s.Conn().Set(context.Background(), n.Path, []byte("x"), backend.AnyVersion); err != nil {
 		t.Fatal(err)
@@ -122,6 +124,7 @@ func TestHoldEndsWhenNodeReplaced(t *testing.T) {
 	defer other.Close(context.Background())
 	h := hold.Start(s, s.HoldContext(), n, n.Token)
 	defer h.End(recipes.ErrReleased)
+	h.Watch()
 	if _, err := other.Conn().GuardedSet(context.Background(), nil, n.Path, nil, backend.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
@@ -129,5 +132,45 @@ func TestHoldEndsWhenNodeReplaced(t *testing.T) {
 	other.Conn().Create(context.Background(), n.Path, nil, backend.CreateOptions{Ephemeral: true})
 	if err := ended(t, h); !errors.Is(err, recipes.ErrNodeDeleted) {
 		t.Fatalf("err %v, want ErrNodeDeleted", err)
+	}
+}
+
+// Until Watch is called a hold costs no request and no goroutine, and still
+// ends with the session's epoch; a node deleted before Watch is reported
+// once Watch is called.
+func TestHoldWatchIsLazy(t *testing.T) {
+	drv, s, n := setup(t)
+	before := drv.SessionStats(s.ID())
+	h := hold.Start(s, s.HoldContext(), n, n.Token)
+	if err := s.Conn().Delete(context.Background(), n.Path, backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	if h.Err() != nil {
+		t.Fatalf("unwatched hold ended by itself: %v", h.Err())
+	}
+	if got := drv.SessionStats(s.ID()); got.Requests-before.Requests != 1 || got.Watches != 0 {
+		t.Fatalf("an unwatched hold made requests or watches: %+v -> %+v (1 request is the delete)", before, got)
+	}
+	h.Watch()
+	h.Watch() // idempotent
+	if err := ended(t, h); !errors.Is(err, recipes.ErrNodeDeleted) {
+		t.Fatalf("err %v, want ErrNodeDeleted", err)
+	}
+	h.End(recipes.ErrReleased)
+
+	n2, err := s.Conn().Create(context.Background(), "/lock/owner2", nil, backend.CreateOptions{Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := hold.Start(s, s.HoldContext(), n2, n2.Token)
+	if !h2.End(recipes.ErrReleased) {
+		t.Fatal("End of a live, unwatched hold must report that it ended it")
+	}
+	h2.Watch() // after End: nothing to watch
+	if got := drv.SessionStats(s.ID()).Watches; got != 0 {
+		t.Fatalf("Watch after End armed %d watches", got)
+	}
+	if !errors.Is(h2.Err(), recipes.ErrReleased) {
+		t.Fatalf("err %v, want ErrReleased", h2.Err())
 	}
 }
