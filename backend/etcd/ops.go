@@ -135,7 +135,9 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	if opts.Ephemeral {
 		putOpts = append(putOpts, clientv3.WithLease(c.lease))
 	}
-	thenOps := []clientv3.Op{clientv3.OpPut(key, string(data), putOpts...), clientv3.OpGet(key)}
+	// The put's own revision is the node's create and mod revision, so the
+	// Then branch needs no read back.
+	thenOps := []clientv3.Op{clientv3.OpPut(key, string(data), putOpts...)}
 	elseOps := []clientv3.Op{clientv3.OpGet(key)}
 	if list {
 		thenOps = append(thenOps, listOp(prefix))
@@ -166,18 +168,23 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 			}
 			continue
 		}
-		got, listIdx := 1, 2
-		if !resp.Succeeded {
-			got, listIdx = 0, 1
-		}
-		kvs := rangeKvs(resp, got)
-		if len(kvs) == 0 {
-			// Deleted between the put and the read of the same Txn: cannot
-			// happen, a Txn is atomic.
-			return backend.Node{}, nil, fmt.Errorf("etcd: %s %q: key %q missing after the create", op, path, key)
-		}
-		n := nodeOf(kvs[0])
-		if !resp.Succeeded {
+		var n backend.Node
+		listIdx := 1
+		if resp.Succeeded {
+			kv := &mvccpb.KeyValue{Key: []byte(key), Value: append([]byte(nil), data...), CreateRevision: resp.Header.Revision,
+				ModRevision: resp.Header.Revision, Version: 1}
+			if opts.Ephemeral {
+				kv.Lease = int64(c.lease)
+			}
+			n = nodeOf(kv)
+		} else {
+			kvs := rangeKvs(resp, 0)
+			if len(kvs) == 0 {
+				// Deleted between the compare and the read of the same
+				// Txn: cannot happen, a Txn is atomic.
+				return backend.Node{}, nil, fmt.Errorf("etcd: %s %q: key %q missing after a failed create", op, path, key)
+			}
+			n = nodeOf(kvs[0])
 			ours := attempt > 1 && retry && (!opts.Ephemeral || kvs[0].Lease == int64(c.lease))
 			if !ours {
 				return backend.Node{}, nil, fmt.Errorf("etcd: %s %q: %w", op, key, backend.ErrNodeExists)
