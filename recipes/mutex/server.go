@@ -287,7 +287,9 @@ func (s *server) removeOwner(n backend.Node, marked *bool) error {
 		err := deleteIncarnation(ctx, s.conn, n, marked)
 		cancel()
 		switch {
-		case err == nil, s.sess.Err() != nil:
+		case err == nil, s.sess.Err() != nil, sessionEnded(err):
+			// Deleted, or the session is gone and its ephemeral node with
+			// it (the connection can know before the session does).
 			return nil
 		case !retryable(err):
 			s.log.Warn("could not delete the owner node", zap.Int64("token", n.Token), zap.Error(err))
@@ -383,6 +385,11 @@ func (s *server) stopped(ctx context.Context, err error) error {
 		return serr
 	}
 	return err
+}
+
+// sessionEnded reports whether err says the session is lost or closed.
+func sessionEnded(err error) bool {
+	return errors.Is(err, coordkit.ErrSessionLost) || errors.Is(err, coordkit.ErrClosed)
 }
 
 // retryable reports whether an acquisition or release may succeed by trying

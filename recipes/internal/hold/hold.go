@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/session"
@@ -107,10 +108,20 @@ func (h *Hold) monitor() {
 		case ev := <-w.C():
 			w.Stop()
 			if ev.Type == backend.EventLost {
-				if h.ctx.Err() == nil {
-					h.cancel(lost(ev.Err))
+				if h.ctx.Err() != nil {
+					return
 				}
-				return
+				if terminal(ev.Err) {
+					h.cancel(lost(ev.Err))
+					return
+				}
+				// The watch broke but the session did not end (etcd: no
+				// leader during an election; a dropped stream): as for a
+				// connection loss, the session's policy decides. Re-arm
+				// once the connection looks usable.
+				if !h.awaitReconnect(epoch) {
+					return
+				}
 			}
 			// Created/changed/deleted: re-read and re-arm.
 		case <-epoch.Done():
@@ -167,6 +178,12 @@ func (h *Hold) awaitReconnect(epoch context.Context) bool {
 			return false
 		}
 	}
+}
+
+// terminal reports whether a watch's EventLost error means the session is
+// gone (lost or closed), as opposed to a broken watch on a live session.
+func terminal(err error) bool {
+	return errors.Is(err, coordkit.ErrSessionLost) || errors.Is(err, coordkit.ErrClosed)
 }
 
 // lost wraps a cause so that it matches both recipes.ErrLost and the cause.
