@@ -124,7 +124,8 @@ type Conn interface {
 
 	// Watch reads the node at path and arms a one-shot watch on it, in a way
 	// that misses no change made after the read (ZooKeeper GetW/ExistsW; etcd
-	// Get then Watch from the read's revision). exists reports whether the
+	// a watch at the current revision opened with the read, the two settled
+	// on one revision: see package backend/etcd). exists reports whether the
 	// node existed at the read. The watch fires once: when the node is
 	// created, changed or deleted, or when it can no longer be delivered.
 	Watch(ctx context.Context, path string) (node Node, exists bool, w *Watch, err error)

@@ -14,8 +14,22 @@ import (
 // errWatchStopped is the Err of the EventLost a stopped watch delivers.
 var errWatchStopped = errors.New("etcd: watch stopped")
 
-// Watch reads the node at path and watches its key from the read's revision
-// + 1.
+// How Watch and WatchChildren read and watch without a gap and without
+// waiting for the server's catch-up loop:
+//
+// A watch opened at a past revision (the classic "Get, then Watch from the
+// Get's revision + 1") is served by etcd's unsynced-watcher loop, which runs
+// every 100ms; on a busy server every such watch starts up to 100ms late.
+// So the watch is opened at the current revision instead (the server replies
+// with the revision W it starts after), concurrently with the read (at
+// revision G). If W <= G the watch covers everything after the read: events
+// at revisions up to G, which the read already reflects, are dropped. If
+// W > G (a write landed between the two), the read is repeated at revision
+// W exactly, so the result and the watch meet without a gap. Either way the
+// call costs one round trip, two only in the rare second case.
+
+// Watch reads the node at path and watches its key for a change after the
+// read.
 func (c *conn) Watch(ctx context.Context, path string) (backend.Node, bool, *backend.Watch, error) {
 	if err := backend.ValidatePath(path); err != nil {
 		return backend.Node{}, false, nil, err
@@ -25,16 +39,7 @@ func (c *conn) Watch(ctx context.Context, path string) (backend.Node, bool, *bac
 		return backend.Node{}, false, nil, err
 	}
 	defer done()
-	resp, err := c.cli.Get(octx, path)
-	if err != nil {
-		return backend.Node{}, false, nil, c.fail(ctx, "watch", path, err)
-	}
-	var n backend.Node
-	exists := len(resp.Kvs) > 0
-	if exists {
-		n = nodeOf(resp.Kvs[0])
-	}
-	w, err := c.startWatch("watch", path, path, []clientv3.OpOption{clientv3.WithRev(resp.Header.Revision + 1)},
+	w, err := c.startWatch("watch", path, path, nil,
 		func(ev *clientv3.Event) (backend.EventType, bool) {
 			switch {
 			case ev.Type == clientv3.EventTypeDelete:
@@ -46,14 +51,24 @@ func (c *conn) Watch(ctx context.Context, path string) (backend.Node, bool, *bac
 			}
 		})
 	if err != nil {
-		return backend.Node{}, false, nil, err
+		return backend.Node{}, false, nil, c.fail(ctx, "watch", path, err)
 	}
-	return n, exists, w, nil
+	resp, err := w.read(octx, func(opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+		return c.cli.Get(octx, path, opts...)
+	})
+	if err != nil {
+		return backend.Node{}, false, nil, c.fail(ctx, "watch", path, err)
+	}
+	var n backend.Node
+	exists := len(resp.Kvs) > 0
+	if exists {
+		n = nodeOf(resp.Kvs[0])
+	}
+	return n, exists, w.Watch, nil
 }
 
 // WatchChildren lists parent's children and watches the "parent/" prefix
-// from the listing's revision + 1 for a direct child being created or
-// deleted.
+// for a direct child being created or deleted after the listing.
 func (c *conn) WatchChildren(ctx context.Context, parent string) ([]backend.Node, *backend.Watch, error) {
 	if err := backend.ValidatePath(parent); err != nil {
 		return nil, nil, err
@@ -64,13 +79,7 @@ func (c *conn) WatchChildren(ctx context.Context, parent string) ([]backend.Node
 	}
 	defer done()
 	prefix := childPrefix(parent)
-	resp, err := c.cli.Get(octx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil {
-		return nil, nil, c.fail(ctx, "watch children", parent, err)
-	}
-	w, err := c.startWatch("watch children", parent, prefix,
-		[]clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision + 1)},
+	w, err := c.startWatch("watch children", parent, prefix, []clientv3.OpOption{clientv3.WithPrefix()},
 		func(ev *clientv3.Event) (backend.EventType, bool) {
 			if _, ok := childName(prefix, string(ev.Kv.Key)); !ok {
 				return 0, false
@@ -81,20 +90,63 @@ func (c *conn) WatchChildren(ctx context.Context, parent string) ([]backend.Node
 			return 0, false
 		})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, c.fail(ctx, "watch children", parent, err)
 	}
-	return childrenOf(prefix, resp.Kvs), w, nil
+	resp, err := w.read(octx, func(opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+		opts = append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+		return c.cli.Get(octx, prefix, opts...)
+	})
+	if err != nil {
+		return nil, nil, c.fail(ctx, "watch children", parent, err)
+	}
+	return childrenOf(prefix, resp.Kvs), w.Watch, nil
 }
 
-// startWatch opens an etcd watch and a goroutine that delivers the first
-// matching event, or EventLost, on a one-slot channel.
+// openingWatch is a watch whose start revision is being settled with its
+// read (see above).
+type openingWatch struct {
+	*backend.Watch
+	created <-chan int64 // W, once the server has created the watch
+	floor   chan<- int64 // the read's revision: events up to it are dropped
+	failed  <-chan error // the watch could not be created
+}
+
+// read runs get (at the latest revision) while the watch is being created,
+// then settles the two as described above. On error the watch is stopped.
+func (w *openingWatch) read(ctx context.Context, get func(...clientv3.OpOption) (*clientv3.GetResponse, error)) (*clientv3.GetResponse, error) {
+	resp, err := get()
+	var start int64
+	if err == nil {
+		select {
+		case start = <-w.created:
+		case err = <-w.failed:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err == nil && start > resp.Header.Revision {
+		resp, err = get(clientv3.WithRev(start))
+	}
+	if err != nil {
+		w.Stop()
+		return nil, err
+	}
+	w.floor <- resp.Header.Revision
+	return resp, nil
+}
+
+// startWatch opens an etcd watch on key at the current revision and a
+// goroutine that reports its start revision, then delivers the first
+// matching event after the floor read sets, or EventLost, on a one-slot
+// channel.
 func (c *conn) startWatch(op, path, key string, opts []clientv3.OpOption,
-	match func(*clientv3.Event) (backend.EventType, bool)) (*backend.Watch, error) {
+	match func(*clientv3.Event) (backend.EventType, bool)) (*openingWatch, error) {
 	c.mu.Lock()
 	if c.dead != nil {
 		err := c.dead
 		c.mu.Unlock()
-		return nil, fmt.Errorf("etcd: %s %q: %w", op, path, err)
+		return nil, err
 	}
 	c.wg.Add(1)
 	c.mu.Unlock()
@@ -106,8 +158,11 @@ func (c *conn) startWatch(op, path, key string, opts []clientv3.OpOption,
 	)
 	isStopped := func() bool { stopMu.Lock(); defer stopMu.Unlock(); return stopped }
 	ch := make(chan backend.WatchEvent, 1)
+	created := make(chan int64, 1)
+	failed := make(chan error, 1)
+	floor := make(chan int64, 1)
 	finished := make(chan struct{})
-	wch := c.cli.Watch(wctx, key, opts...)
+	wch := c.cli.Watch(wctx, key, append(opts, clientv3.WithCreatedNotify())...)
 
 	lost := func(err error) backend.WatchEvent {
 		return backend.WatchEvent{Type: backend.EventLost, Path: path, Err: err}
@@ -121,33 +176,61 @@ func (c *conn) startWatch(op, path, key string, opts []clientv3.OpOption,
 		}
 		return lost(errors.New("etcd: watch channel closed"))
 	}
+	deliver := func() backend.WatchEvent {
+		// The server's confirmation, with the revision the watch starts
+		// after.
+		select {
+		case <-wctx.Done():
+			ev := ended()
+			failed <- ev.Err
+			return ev
+		case resp, ok := <-wch:
+			if !ok || resp.Err() != nil || !resp.Created {
+				ev := ended()
+				if ok && resp.Err() != nil && wctx.Err() == nil {
+					ev = lost(fmt.Errorf("etcd: %s %q: %w", op, path, resp.Err()))
+				}
+				failed <- ev.Err
+				return ev
+			}
+			created <- resp.Header.Revision
+		}
+		var min int64
+		select {
+		case <-wctx.Done():
+			return ended()
+		case min = <-floor:
+		}
+		for {
+			select {
+			case <-wctx.Done():
+				return ended()
+			case resp, ok := <-wch:
+				if !ok {
+					return ended()
+				}
+				if err := resp.Err(); err != nil {
+					if wctx.Err() != nil {
+						return ended()
+					}
+					return lost(fmt.Errorf("etcd: %s %q: %w", op, path, err))
+				}
+				for _, ev := range resp.Events {
+					if ev.Kv.ModRevision <= min {
+						continue // the read already saw it
+					}
+					if t, ok := match(ev); ok {
+						return backend.WatchEvent{Type: t, Path: path}
+					}
+				}
+			}
+		}
+	}
 	go func() {
 		defer c.wg.Done()
 		defer close(finished)
 		defer wcancel()
-		ch <- func() backend.WatchEvent {
-			for {
-				select {
-				case <-wctx.Done():
-					return ended()
-				case resp, ok := <-wch:
-					if !ok {
-						return ended()
-					}
-					if err := resp.Err(); err != nil {
-						if wctx.Err() != nil {
-							return ended()
-						}
-						return lost(fmt.Errorf("etcd: %s %q: %w", op, path, err))
-					}
-					for _, ev := range resp.Events {
-						if t, ok := match(ev); ok {
-							return backend.WatchEvent{Type: t, Path: path}
-						}
-					}
-				}
-			}
-		}()
+		ch <- deliver()
 	}()
 	stop := func() {
 		stopMu.Lock()
@@ -156,5 +239,5 @@ func (c *conn) startWatch(op, path, key string, opts []clientv3.OpOption,
 		wcancel()
 		<-finished
 	}
-	return backend.NewWatch(ch, stop), nil
+	return &openingWatch{Watch: backend.NewWatch(ch, stop), created: created, floor: floor, failed: failed}, nil
 }
