@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// runInfo is what the report says about the run besides the figures.
+type runInfo struct {
+	started, finished time.Time
+	goVersion         string
+	platform          string // os/arch, CPU model and count, kernel
+	loadStart         string
+	loadEnd           string
+	clients           string // module versions of the client libraries
+	servers           serverVersions
+}
+
+func machineInfo(started time.Time) runInfo {
+	cpu := "unknown CPU"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	kernel := "unknown"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return runInfo{
+		started:   started,
+		goVersion: runtime.Version(),
+		platform: fmt.Sprintf("%s/%s, %d × %s, kernel %s, GOMAXPROCS %d",
+			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpu, kernel, runtime.GOMAXPROCS(0)),
+		loadStart: loadAverage(),
+		clients:   clientVersions(),
+	}
+}
+
+// loadAverage is the 1, 5 and 15 minute load average, or "unknown".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func clientVersions() string {
+	want := []string{"github.com/go-zookeeper/zk", "go.etcd.io/etcd/client/v3"}
+	found := map[string]string{}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			found[d.Path] = d.Version
+		}
+	}
+	var parts []string
+	for _, p := range want {
+		v := found[p]
+		if v == "" {
+			v = "unknown"
+		}
+		parts = append(parts, p+" "+v)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// report is one run's results, printable as text, markdown and SVG.
+type report struct {
+	cfg      config
+	info     runInfo
+	sections []*section
+	bars     []barResult
+}
+
+// display is one row's figures, formatted.
+type display struct {
+	name   string // with "(reference)" or "(floor)"
+	result string
+	spread string
+	ratio  string
+	bar    string
+}
+
+func (rep *report) display(s *section, r *row) display {
+	d := display{name: r.name, ratio: "—"}
+	switch {
+	case r.ref:
+		d.name += " (reference)"
+	case r.floor:
+		d.name += " (floor)"
+	}
+	if s.kind == latency {
+		d.result = fmt.Sprintf("p50 %s, p99 %s", formatLatency(percentile(r.samples, 50)), formatLatency(percentile(r.samples, 99)))
+		d.spread = fmt.Sprintf("%s–%s (%d samples)", formatLatency(slices.Min(r.perRound)), formatLatency(slices.Max(r.perRound)), len(r.samples))
+	} else {
+		d.result = formatRate(median(r.rates)) + "/s"
+		d.spread = formatRate(slices.Min(r.rates)) + "–" + formatRate(slices.Max(r.rates))
+	}
+	if ratio, ok := s.ratio(r); ok {
+		d.ratio = fmt.Sprintf("%.2f×", ratio)
+	}
+	if b, ok := barFor(rep.bars, s, r); ok {
+		d.bar = fmt.Sprintf("%s (≥ %g×)", passMiss(b.pass), b.min)
+	}
+	return d
+}
+
+func passMiss(pass bool) string {
+	if pass {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+func (rep *report) method() string {
+	return fmt.Sprintf("medians of %d rounds of %v per row, after a warm-up of %v per row; the rows of a section take turns within each round",
+		rep.cfg.rounds, rep.cfg.duration, rep.cfg.warmup)
+}
+
+// notes explain what the table cannot say in a cell.
+func (rep *report) notes() []string {
+	return []string{
+		"Ratio: against the section's reference measured in the same run, more is better: rate ÷ reference rate; for handoff, reference latency ÷ latency.",
+		"Throughput spread: the lowest and highest round. Handoff: p50 and p99 over every sample of every round; spread: the lowest and highest round median.",
+		"Handoff: two sessions ping-pong the lock; once an observer session sees the waiter queued (and " + settle.String() + " more, for it to park on its watch), the holder unlocks; a sample is the time from that Unlock returning to the waiter's Lock returning.",
+		"Curator handoff is measured, not derived: two Curator drivers (two JVMs) acquire and release through the kit's stdin/stdout line protocol; one pipe hop (tens of µs) delays both the Unlock-returned and the Lock-returned time, so it largely cancels.",
+		"etcd concurrency.Mutex: a waiter watches the key before its own from the revision of its own read; etcd serves such a watch as catching up (unsynced) until its resync loop, which runs every 100ms (watchResyncPeriod in etcd's mvcc), has synced it, so a release soon after the waiter queued can reach the waiter up to 100ms late: the long tail of its handoff row (waiter queued " + settle.String() + " before the release) and its rate with 4 sessions. coordkit's etcd driver opens its watches at the current revision together with the read and settles the two on one revision (see package backend/etcd), so etcd serves them at once.",
+		"Curator uncontended is the driver's own loop (BenchUncontended, which adds a warm-up of a tenth of its cycles); Curator with 4 sessions is BenchThreads(path, 1, d) in 4 JVMs at once, summed.",
+		"The contended and handoff ZooKeeper sections run on the fsync-on server. etcd 32 goroutines has no reference: a concurrency.Mutex cannot be shared by goroutines.",
+	}
+}
+
+// writeText prints the table and the bars.
+func (rep *report) writeText(w io.Writer) {
+	fmt.Fprintf(w, "\nlockbench: %s\n", rep.method())
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range rep.sections {
+		fmt.Fprintf(tw, "\n%s (%s)\n", s.title, s.unit)
+		fmt.Fprintln(tw, "  implementation\tresult\trounds\tvs ref\tbar\t")
+		for _, r := range s.rows {
+			d := rep.display(s, r)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t\n", d.name, d.result, d.spread, d.ratio, d.bar)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nBars of issue #3:")
+	for _, b := range rep.bars {
+		fmt.Fprintf(w, "  %s  %s: %.2f×\n", passMiss(b.pass), b.what, b.ratio)
+	}
+	fmt.Fprintln(w)
+	for _, n := range rep.notes() {
+		fmt.Fprintln(w, "Note: "+n)
+	}
+}
+
+// markdown is the report file: the table, what ran where, and how.
+func (rep *report) markdown() string {
+	var b strings.Builder
+	i := rep.info
+	fmt.Fprintf(&b, "# lockbench: coordkit locks against Curator and etcd concurrency.Mutex\n\n")
+	fmt.Fprintf(&b, "- Date: %s (took %v)\n", i.started.UTC().Format(time.RFC3339), i.finished.Sub(i.started).Round(time.Second))
+	fmt.Fprintf(&b, "- Command: `%s` (from the repository root)\n", commandLine(rep.cfg.args))
+	fmt.Fprintf(&b, "- Machine: %s; load average %s at the start, %s at the end\n", i.platform, i.loadStart, i.loadEnd)
+	fmt.Fprintf(&b, "- Go: %s; clients: %s\n", i.goVersion, i.clients)
+	if i.servers.zooKeeper != "" {
+		fmt.Fprintf(&b, "- ZooKeeper: %s\n", i.servers.zooKeeper)
+		fmt.Fprintf(&b, "- Apache Curator: %s on %s\n", i.servers.curator, i.servers.java)
+	}
+	if i.servers.etcd != "" {
+		fmt.Fprintf(&b, "- etcd: %s\n", i.servers.etcd)
+	}
+	fmt.Fprintf(&b, "- Method: %s\n\n", rep.method())
+
+	fmt.Fprintf(&b, "| Section | Implementation | Result | Rounds | vs reference | Bar |\n|---|---|---|---|---|---|\n")
+	for _, s := range rep.sections {
+		for _, r := range s.rows {
+			d := rep.display(s, r)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdCell(s.title), mdCell(d.name), d.result, d.spread, d.ratio, d.bar)
+		}
+	}
+	if len(rep.bars) > 0 {
+		fmt.Fprintf(&b, "\n## Bars of issue #3\n\n| | Bar | Measured |\n|---|---|---|\n")
+		for _, br := range rep.bars {
+			fmt.Fprintf(&b, "| %s | %s | %.2f× |\n", passMiss(br.pass), mdCell(br.what), br.ratio)
+		}
+	}
+	fmt.Fprintf(&b, "\n## Notes\n\n")
+	for _, n := range rep.notes() {
+		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	return b.String()
+}
+
+func mdCell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+// commandLine is the command that reproduces the run.
+func commandLine(args []string) string {
+	parts := []string{"go run ./integration/cmd/lockbench"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"`$\\|&;<>()*?") {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+// formatRate prints a rate with thousands separators.
+func formatRate(v float64) string {
+	if v < 100 {
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	s := strconv.FormatInt(int64(math.Round(v)), 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func formatLatency(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
+}
