@@ -101,8 +101,11 @@ type Conn interface {
 	// Children lists the direct children of parent in creation order (see
 	// Node.Seq; on ZooKeeper, children without a sequence suffix come last,
 	// by name). Only Name, Path, Seq and Sequential are set on the returned
-	// nodes. A parent that does not exist has no children: it is not an
-	// error.
+	// nodes, and Token where the listing carries it (etcd; 0 on ZooKeeper):
+	// a node name can be used again after its node is deleted (the etcd
+	// driver recycles its sequential names), so a caller that watches a
+	// listed node compares Token, where set, to tell incarnations apart. A
+	// parent that does not exist has no children: it is not an error.
 	Children(ctx context.Context, parent string) ([]Node, error)
 
 	// Set replaces a node's data if its Version equals version (AnyVersion
@@ -156,6 +159,16 @@ type CreateOptions struct {
 	// protected mode does, so that a create whose reply is lost can find
 	// its own node.
 	Protected bool
+}
+
+// IncarnationVersions is implemented by Conns whose Node.Version also tells
+// the incarnations of a path apart: a Set or Delete by a version taken from
+// one incarnation can never apply to a later node created at the same path.
+// etcd's versions (mod revisions, unique cluster-wide) do; ZooKeeper's data
+// versions restart at 0 with every create, so a recipe that must not touch
+// a newer node at a reused path reads and compares Node.Token first.
+type IncarnationVersions interface {
+	VersionsIdentifyIncarnations() bool
 }
 
 // AnyVersion passed as a version to Set, Delete or GuardedSet skips the

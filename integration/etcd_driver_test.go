@@ -14,12 +14,16 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
 	etcddrv "github.com/coordkit/coordkit/backend/etcd"
 	"github.com/coordkit/coordkit/integration"
+	"github.com/coordkit/coordkit/session"
 )
 
 // etcdScratch returns a key prefix for the test's keys and deletes every
@@ -257,6 +261,13 @@ func openEtcdDriverVia(t *testing.T, p *integration.Proxy, dialer *lossyDialer, 
 	if dialer != nil {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(dialer.dialContext)}
 	}
+	return dialEtcdDriver(t, cfg, opts...)
+}
+
+// dialEtcdDriver returns a driver on a client made from cfg, closed when the
+// test ends.
+func dialEtcdDriver(t *testing.T, cfg clientv3.Config, opts ...etcddrv.Option) backend.Driver {
+	t.Helper()
 	d, err := etcddrv.Dial(cfg, opts...)
 	if err != nil {
 		t.Fatalf("etcd.Dial: %v", err)
@@ -483,4 +494,85 @@ func TestEtcdDriver_NoFalseDisconnects(t *testing.T) {
 	if ttl := etcdLeaseTTL(t, raw, c); ttl < 0 {
 		t.Fatalf("lease TTL %d (gone) on a healthy session", ttl)
 	}
+}
+
+// etcd's client ends a new keepalive subscription whose first reply takes
+// longer than its DialTimeout+1s (here 2s), whatever the lease TTL. A
+// partition that begins right after a session opens outlasts that, and the
+// suspend-after period, but not the TTL: the driver asks the server
+// (TimeToLive) before declaring the lease gone, and restarts the keepalive
+// once it answers, so the session is Suspended and then Reconnected, never
+// Lost, and its ephemeral key survives.
+func TestEtcdDriver_PartitionBeforeFirstKeepAlive(t *testing.T) {
+	e := sharedEtcd.Get(t)
+	raw := connectEtcd(t, e.Endpoints()...)
+	base := etcdScratch(t, raw)
+	// The session's first keepalive is sent on the client's next 500ms
+	// tick after Open; rarely it gets through before the partition begins,
+	// which leaves nothing to test: then the scenario runs again.
+	for attempt := 1; !partitionBeforeFirstKeepAlive(t, raw, e.Endpoint(0), base); attempt++ {
+		if attempt == 3 {
+			t.Fatal("the first keepalive got through before the partition in every attempt")
+		}
+		t.Log("the first keepalive got through before the partition began; again")
+	}
+}
+
+// partitionBeforeFirstKeepAlive runs the scenario of
+// TestEtcdDriver_PartitionBeforeFirstKeepAlive once; it reports false if
+// the session's first keepalive reply arrived before the partition.
+func partitionBeforeFirstKeepAlive(t *testing.T, raw *clientv3.Client, endpoint, base string) bool {
+	const T = 10 * time.Second
+	p := integration.NewProxy(t, endpoint)
+	core, logs := observer.New(zap.DebugLevel)
+	lg := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core()))
+	d := dialEtcdDriver(t, clientv3.Config{Endpoints: []string{p.Addr()}, DialTimeout: time.Second, Logger: zap.NewNop()},
+		etcddrv.WithLogger(lg))
+	// A first session brings the client's keepalive stream up, so that the
+	// second one's first keepalive waits for the stream's next tick.
+	openConn(t, d, T)
+	time.Sleep(time.Second)
+	o := openObserved(t, d, session.WithTTL(T))
+	n, err := o.s.Conn().Create(testCtx(t), base+"/"+o.s.ID(), []byte("x"), backend.CreateOptions{Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Blackhole()
+	t0 := time.Now()
+	mine := func() *observer.ObservedLogs {
+		return logs.Filter(func(e observer.LoggedEntry) bool {
+			return e.ContextMap()["lease"] == o.s.ID()
+		})
+	}
+	o.await(session.StateSuspended, T/2+slack)
+	suspended := time.Since(t0)
+	o.quiet(time.Second) // the partition goes on; the driver keeps asking
+	p.Unblackhole()
+	healed := time.Since(t0)
+	o.await(session.StateReconnected, T-healed)
+	reconnected := time.Since(t0)
+	for _, e := range mine().All() {
+		t.Logf("%v after the partition began: %s %v", e.Time.Sub(t0).Round(time.Millisecond), e.Message, e.ContextMap())
+	}
+	if mine().FilterMessageSnippet("keepalive ended").Len() == 0 {
+		return false
+	}
+	if mine().FilterMessageSnippet("keepalive restarted").Len() == 0 {
+		t.Fatal("the keepalive ended but was not restarted")
+	}
+	t.Logf("BOUND etcd partition before the first keepalive (TTL %v, client DialTimeout 1s): Suspended %v, healed %v, Reconnected %v after the partition began",
+		T, suspended.Round(time.Millisecond), healed.Round(time.Millisecond), reconnected.Round(time.Millisecond))
+	keys := etcdKeys(t, raw, n.Path)
+	if keys[n.Path] != clientv3.LeaseID(sessionNumber(t, o.s.Conn())) {
+		t.Fatalf("ephemeral %s after the partition: %v, want it on lease %s", n.Path, keys, o.s.ID())
+	}
+	if ttl := etcdLeaseTTL(t, raw, o.s.Conn()); ttl <= 0 {
+		t.Fatalf("lease TTL %d after the partition healed", ttl)
+	}
+	o.quiet(time.Second) // and it stays up
+	if err := o.s.Close(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	expectSessionGone(t, raw, o.s.Conn(), 5*time.Second)
+	return true
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -35,9 +34,9 @@ type conn struct {
 	granted      time.Time // when the grant reply arrived
 	suspendAfter time.Duration
 	marker       string
-	sess         *concurrency.Session
-	kaCancel     context.CancelFunc // stops the session's and our keepalive channels
-	seq          atomic.Uint64      // sequential creates so far
+	kaCtx        context.Context    // parent of every keepalive subscription
+	kaCancel     context.CancelFunc // ends every keepalive subscription
+	names        namePool           // keys of sequential creates, recycled after deletes
 
 	// ctx is cancelled, with the terminal error as cause, when the session
 	// expires or Close begins: it aborts calls in flight and ends watches.
@@ -54,9 +53,10 @@ type conn struct {
 	closed   chan struct{} // closed when Close has finished
 
 	mu           sync.Mutex
-	dead         error // nil while the session lives
+	dead         error                // nil while the session lives
+	sess         *concurrency.Session // of the current keepalive subscription; set by Open and the state loop
 	closeStarted bool
-	wg           sync.WaitGroup // marker watcher, watches, revoke after expiry
+	wg           sync.WaitGroup // marker watcher, watches, lease confirmations, revoke after expiry
 }
 
 var _ backend.Conn = (*conn)(nil)
@@ -86,10 +86,10 @@ func (c *conn) signalExpired(err error) {
 	}
 }
 
-// run is the state loop: it owns the session's state, the suspend timer and
-// the event queue. It ends once the terminal event is queued, after handing
-// the queue to the Events channel (see pump).
-func (c *conn) run(ka <-chan *clientv3.LeaseKeepAliveResponse) {
+// run is the state loop: it owns the session's state, the suspend timer,
+// the keepalive subscription and the event queue. It ends once the terminal
+// event is queued, after handing the queue to the Events channel (see pump).
+func (c *conn) run(ka keepalive) {
 	var queue []backend.ConnEvent
 	emit := func(s backend.ConnState, err error) {
 		queue = append(queue, backend.ConnEvent{State: s, Err: err, At: time.Now()})
@@ -97,12 +97,11 @@ func (c *conn) run(ka <-chan *clientv3.LeaseKeepAliveResponse) {
 	// One timer: while connected it fires suspendAfter after the last
 	// keepalive reply (StateDisconnected); while disconnected, a TTL after
 	// it, when the server has certainly expired the lease unless a leader
-	// change extended it, and etcd's client stops refreshing it anyway
-	// (StateExpired).
+	// change extended it (StateExpired). Confirmations never move it.
 	lastReply := c.granted
 	timer := time.NewTimer(time.Until(lastReply.Add(c.suspendAfter)))
 	defer timer.Stop()
-	sessDone := c.sess.Done()
+	kaCh, sessDone := ka.ch, ka.sess.Done()
 	disconnected := false
 	emit(backend.StateConnected, nil)
 
@@ -123,6 +122,29 @@ func (c *conn) run(ka <-chan *clientv3.LeaseKeepAliveResponse) {
 		return true
 	}
 
+	// etcd's client ends a keepalive subscription when the server answers
+	// with TTL <= 0, but also when a new subscription's first reply takes
+	// longer than the client's DialTimeout+1s, whatever the TTL, and a
+	// member that shuts down has been seen to answer TTL <= 0 for a lease
+	// that survives its restart. So an ended subscription is only a reason
+	// to ask the server (confirmLease); meanwhile the timer keeps governing.
+	checks := make(chan leaseCheck, 1)
+	confirming := false
+	confirms := 0 // confirmations since the last keepalive reply
+	confirm := func(why string) {
+		kaCh, sessDone = nil, nil
+		if confirming || c.ctx.Err() != nil {
+			return // already asking, or Close (or expiry) ended the keepalive
+		}
+		confirming = true
+		deadline := lastReply.Add(c.ttl)
+		c.lg.Info("etcd lease keepalive ended; asking the server whether the lease lives",
+			zap.String("reason", why), zap.Int("confirmation", confirms+1), zap.Time("expires-by", deadline))
+		c.wg.Add(1)
+		go c.confirmLease(deadline, confirms, checks)
+		confirms++
+	}
+
 	for {
 		var out chan<- backend.ConnEvent
 		var head backend.ConnEvent
@@ -133,15 +155,15 @@ func (c *conn) run(ka <-chan *clientv3.LeaseKeepAliveResponse) {
 		select {
 		case out <- head:
 			queue = queue[1:]
-		case r, ok := <-ka:
+		case r, ok := <-kaCh:
 			switch {
 			case !ok:
-				ka = nil
-				terminal = expire(errors.New("lease keepalive ended (lease not found, or no reply within its TTL)"))
+				confirm("keepalive channel closed")
 			case r.TTL <= 0:
-				terminal = expire(rpctypes.ErrLeaseNotFound)
+				confirm(fmt.Sprintf("keepalive reply with TTL %d", r.TTL))
 			default:
 				lastReply = time.Now()
+				confirms = 0
 				timer.Reset(c.suspendAfter)
 				if disconnected {
 					disconnected = false
@@ -149,6 +171,22 @@ func (c *conn) run(ka <-chan *clientv3.LeaseKeepAliveResponse) {
 					emit(backend.StateReconnected, nil)
 				}
 			}
+		case <-sessDone:
+			confirm("concurrency session ended")
+		case chk := <-checks:
+			confirming = false
+			if chk.gone != nil {
+				terminal = expire(chk.gone)
+				break
+			}
+			next, err := c.resubscribe(ka)
+			if err != nil {
+				terminal = expire(fmt.Errorf("restart lease keepalive: %w", err))
+				break
+			}
+			c.lg.Info("etcd lease alive on the server; keepalive restarted", zap.Int64("ttl-left-s", chk.ttl))
+			ka = next
+			kaCh, sessDone = ka.ch, ka.sess.Done()
 		case <-timer.C:
 			if disconnected {
 				terminal = expire(fmt.Errorf("no keepalive reply within the lease TTL %v", c.ttl))
@@ -159,9 +197,6 @@ func (c *conn) run(ka <-chan *clientv3.LeaseKeepAliveResponse) {
 			c.lg.Info("etcd session disconnected", zap.Error(err))
 			emit(backend.StateDisconnected, err)
 			timer.Reset(time.Until(lastReply.Add(c.ttl)))
-		case <-sessDone:
-			sessDone = nil
-			terminal = expire(errors.New("lease keepalive ended"))
 		case err := <-c.expireCh:
 			terminal = expire(err)
 		case <-c.closeCh:
@@ -174,6 +209,190 @@ func (c *conn) run(ka <-chan *clientv3.LeaseKeepAliveResponse) {
 			return
 		}
 	}
+}
+
+// keepalive is one subscription to the client's keepalives of the lease:
+// the state loop's channel and a concurrency.Session on the lease, fed by
+// the same lessor entry and ended together by stop.
+type keepalive struct {
+	ch     <-chan *clientv3.LeaseKeepAliveResponse
+	sess   *concurrency.Session
+	cancel context.CancelFunc
+}
+
+// subscribe starts a keepalive subscription to the lease, below c.kaCtx.
+// The client sends a keepalive at once for a lease it was not keeping
+// alive, and fans every reply out to each of its channels.
+func (c *conn) subscribe() (keepalive, error) {
+	ctx, cancel := context.WithCancel(c.kaCtx)
+	sess, err := concurrency.NewSession(c.cli, concurrency.WithLease(c.lease),
+		concurrency.WithTTL(int(c.ttl/time.Second)), concurrency.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return keepalive{}, err
+	}
+	ch, err := c.cli.KeepAlive(ctx, c.lease)
+	if err != nil {
+		cancel()
+		sess.Orphan()
+		return keepalive{}, err
+	}
+	return keepalive{ch: ch, sess: sess, cancel: cancel}, nil
+}
+
+func (k keepalive) stop() {
+	k.cancel()
+	k.sess.Orphan()
+}
+
+// resubscribe replaces the ended subscription old with a new one and
+// publishes its session. If Close has begun it keeps old: Close ends it.
+func (c *conn) resubscribe(old keepalive) (keepalive, error) {
+	next, err := c.subscribe()
+	if err != nil {
+		return old, err
+	}
+	c.mu.Lock()
+	if c.closeStarted || c.dead != nil {
+		c.mu.Unlock()
+		next.stop()
+		return old, nil
+	}
+	c.sess = next.sess
+	c.mu.Unlock()
+	old.stop()
+	return next, nil
+}
+
+// leaseCheck is the outcome of confirmLease.
+type leaseCheck struct {
+	gone error // why the lease is gone; nil if the server still has it
+	ttl  int64 // seconds left on the server, when it has the lease
+}
+
+// leaseState is what a TimeToLive answer says about a lease.
+type leaseState int
+
+const (
+	leaseUnknown leaseState = iota // no answer: ask again
+	leaseAlive
+	leaseGone
+)
+
+// judgeTimeToLive reads a TimeToLive answer. The server reports a lease it
+// does not have as TTL -1 (the error "lease not found" is read the same
+// way), and the time left in whole seconds rounded down, so TTL 0 is a
+// lease with under a second left, still alive. Any other error leaves the
+// question open.
+func judgeTimeToLive(resp *clientv3.LeaseTimeToLiveResponse, err error) leaseState {
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		return leaseGone
+	case err != nil || resp == nil:
+		return leaseUnknown
+	case resp.TTL < 0:
+		return leaseGone
+	default:
+		return leaseAlive
+	}
+}
+
+// Confirmation pacing: each TimeToLive is cut off after confirmAttemptTimeout
+// (a request sent into a dead connection would otherwise wait for the whole
+// deadline), and unanswered ones are repeated after confirmBackoff.
+const (
+	confirmAttemptTimeout = 2 * time.Second
+	confirmBackoffMin     = 250 * time.Millisecond
+	confirmBackoffMax     = 2 * time.Second
+)
+
+// confirmBackoff is the pause before attempt n (from 0) to ask the server
+// about the lease: none for the first, then 250ms doubling up to 2s.
+func confirmBackoff(n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	d := confirmBackoffMin
+	for i := 1; i < n && d < confirmBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, confirmBackoffMax)
+}
+
+// confirmLease asks the server whether the lease still exists, until it
+// gets an answer, and sends the answer on out. It gives up silently at
+// deadline (the state loop expires the session then) or when the session
+// ends. attempt counts the questions asked since the last keepalive reply,
+// which sets the first pause.
+func (c *conn) confirmLease(deadline time.Time, attempt int, out chan<- leaseCheck) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithDeadline(c.ctx, deadline)
+	defer cancel()
+	start := time.Now()
+	var err error
+	for n := attempt; sleepCtx(ctx, confirmBackoff(n)); n++ {
+		var chk leaseCheck
+		if cerr := c.cli.Ctx().Err(); cerr != nil {
+			chk.gone = fmt.Errorf("etcd client closed: %w", cerr)
+		} else {
+			var state leaseState
+			state, chk.ttl, err = c.askLease(ctx)
+			switch state {
+			case leaseGone:
+				chk.gone = fmt.Errorf("lease keepalive ended and the server no longer has the lease: %w", rpctypes.ErrLeaseNotFound)
+			case leaseUnknown:
+				c.lg.Debug("lease confirmation unanswered", zap.Error(err), zap.Duration("next-in", confirmBackoff(n+1)))
+				continue
+			}
+		}
+		c.lg.Debug("lease confirmed", zap.Bool("alive", chk.gone == nil), zap.Int64("ttl-left-s", chk.ttl), zap.Duration("after", time.Since(start)))
+		out <- chk // the state loop has one confirmation at a time, and room for its answer
+		return
+	}
+	c.lg.Debug("lease confirmation given up", zap.NamedError("last-error", err), zap.NamedError("cause", context.Cause(ctx)),
+		zap.Duration("after", time.Since(start)))
+}
+
+// sleepCtx waits for d, or less if ctx ends first; it reports whether ctx
+// is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// askLease asks the server once, within confirmAttemptTimeout, whether it
+// still has the lease, and how many seconds it has left. A "no" is believed
+// only if the session marker, which is attached to the lease and deleted
+// with it, is gone too: a member that is not the leader, or no longer
+// believes it is, forwards lease requests to the leader over HTTP and
+// reads any 404 as "lease not found", and a single member that shuts down
+// has been seen to answer a keepalive that way for a lease that survived.
+func (c *conn) askLease(ctx context.Context) (leaseState, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, confirmAttemptTimeout)
+	defer cancel()
+	resp, err := c.cli.TimeToLive(ctx, c.lease)
+	switch state := judgeTimeToLive(resp, err); state {
+	case leaseAlive:
+		return state, resp.TTL, nil
+	case leaseUnknown:
+		return state, 0, err
+	}
+	get, err := c.cli.Get(ctx, c.marker)
+	if err != nil {
+		return leaseUnknown, 0, fmt.Errorf("the server says the lease is gone; reading the session marker: %w", err)
+	}
+	if len(get.Kvs) > 0 && get.Kvs[0].Lease == int64(c.lease) {
+		return leaseUnknown, 0, fmt.Errorf("the server says the lease is gone, but the session marker %s is still attached to it at revision %d",
+			c.marker, get.Header.Revision)
+	}
+	return leaseGone, 0, nil
 }
 
 // pump delivers the events left after the terminal one and closes the
@@ -190,7 +409,10 @@ func (c *conn) pump(queue []backend.ConnEvent) {
 // so that the ephemeral keys of a session we have declared lost go at once.
 func (c *conn) cleanupAfterExpiry() {
 	defer c.wg.Done()
-	c.sess.Orphan()
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	sess.Orphan()
 	c.kaCancel()
 	ctx, cancel := context.WithTimeout(c.bgCtx, c.ttl)
 	defer cancel()
@@ -236,12 +458,8 @@ func (c *conn) watchMarker(rev int64) {
 				return
 			}
 			c.lg.Debug("reading session marker failed", zap.Error(err))
-			t := time.NewTimer(min(time.Duration(attempt+1)*100*time.Millisecond, time.Second))
-			select {
-			case <-c.ctx.Done():
-				t.Stop()
+			if !sleepCtx(c.ctx, min(time.Duration(attempt+1)*100*time.Millisecond, time.Second)) {
 				return
-			case <-t.C:
 			}
 			continue
 		}
@@ -275,12 +493,13 @@ func (c *conn) Close(ctx context.Context) error {
 	c.closeStarted = true
 	wasAlive := c.dead == nil
 	c.dead = fmt.Errorf("etcd: session %s: %w", c.id, coordkit.ErrClosed)
+	sess := c.sess
 	c.mu.Unlock()
 	c.cancel(coordkit.ErrClosed)
 
 	var err error
 	if wasAlive {
-		c.sess.Orphan()
+		sess.Orphan()
 		c.kaCancel()
 		if _, rerr := c.cli.Revoke(ctx, c.lease); rerr != nil && !errors.Is(rerr, rpctypes.ErrLeaseNotFound) {
 			if cerr := ctx.Err(); cerr != nil {

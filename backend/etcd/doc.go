@@ -11,20 +11,26 @@
 // backend.ErrNotEmpty.
 //
 // Creating a node is one Txn that puts the key only if its create revision
-// is 0 (it does not exist) and reads it back in the same transaction. With
-// CreateOptions.Ephemeral the key is attached to the session's lease. With
-// CreateOptions.Sequential the suffix
+// is 0 (it does not exist); the Txn's revision is the node's create and mod
+// revision. With CreateOptions.Ephemeral the key is attached to the
+// session's lease. With CreateOptions.Sequential the suffix
 //
 //	fmt.Sprintf("%016x-%d", leaseID, n)
 //
-// is appended to the last element, where n counts the sequential creates of
-// the Conn from 1; it makes the name unique to the session and the call, and
-// siblings are ordered by create revision, not by name. With
-// CreateOptions.Protected the last element is prefixed with
-// "_c_<uuid>-" (Curator's protected mode). A protected or sequential create
-// whose reply is lost to a connection failure is retried a few times with the
-// same key; since the Txn only puts a key that does not exist, a retry finds
-// the node the lost attempt made instead of creating a second one.
+// is appended to the last element, where n is unique among the Conn's live
+// nodes of that name: siblings are ordered by create revision, not by name.
+// Once the Conn's own Delete has removed such a node, its n is used again
+// (the smallest set of keys a loop of creates and deletes needs): etcd keeps
+// every deleted key in its index until the next compaction and every listing
+// of the directory walks them, so fresh keys would make each listing of a
+// busy lock slower until then. A listed node's Token (its create revision)
+// tells its incarnations apart. With CreateOptions.Protected the last element
+// is prefixed with "_c_<uuid>-" (Curator's protected mode; for sequential
+// creates the uuid is the Conn's, for others the call's). A protected or
+// sequential create whose reply is lost to a connection failure is retried a
+// few times with the same key; since the Txn only puts a key that does not
+// exist, a retry finds the node the lost attempt made instead of creating a
+// second one.
 //
 // # Tokens and versions
 //
@@ -52,15 +58,30 @@
 //   - StateReconnected is sent on the next keepalive reply after that.
 //   - StateExpired is sent when the marker key is deleted (the lease was
 //     revoked or expired on the server: the watch reports it within one round
-//     trip), when the server answers a keepalive or a write with "lease not
-//     found", or when no keepalive reply has arrived for a whole TTL since
-//     the last one (or since the grant). By then the server has expired the
-//     lease, unless a leader change extended it, and etcd's client stops
-//     refreshing it anyway. Deleting the marker key by hand ends the session
-//     too. After expiry the driver stops refreshing the lease and revokes it,
-//     best effort, so ephemeral keys do not linger.
+//     trip), when the server answers a write with "lease not found", when
+//     the server says it no longer has the lease after etcd's client ended
+//     the keepalive (see below), or when no keepalive reply has arrived for
+//     a whole TTL since the last one (or since the grant). By then the
+//     server has expired the lease, unless a leader change extended it.
+//     Deleting the marker key by hand ends the session too. After expiry the
+//     driver stops refreshing the lease and revokes it, best effort, so
+//     ephemeral keys do not linger.
 //   - StateClosed is sent by Conn.Close, which revokes the lease (deleting
 //     the session's ephemeral keys and the marker at once).
+//
+// etcd's client ends its keepalive of a lease (closes the keepalive
+// channels and stops refreshing) when the server answers a keepalive with
+// TTL <= 0, but also when the first reply after the keepalive starts takes
+// longer than the client's DialTimeout+1s (5s without a DialTimeout),
+// whatever the TTL; and a single member that shuts down has been seen to
+// answer TTL <= 0 for a lease that survives its restart. So an ended
+// keepalive alone does not expire the session: the driver asks the server
+// (TimeToLive; each attempt cut off after 2s, unanswered ones repeated after
+// 250ms, doubling up to 2s). If the server no longer has the lease (TTL -1)
+// the session expires; if it has, the driver starts a new keepalive of the
+// same lease, whose replies count like any other (StateReconnected after a
+// StateDisconnected). Meanwhile the timers above keep running: asking never
+// delays StateDisconnected or StateExpired.
 //
 // Events are buffered without bound and the terminal event (StateExpired or
 // StateClosed) is always delivered before the channel is closed. After expiry

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 
 	"github.com/coordkit/coordkit"
@@ -170,13 +169,12 @@ func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, err
 	c.lg = d.o.logger.With(zap.String("lease", c.id))
 	c.marker = d.o.sessionPrefix + "/" + c.id
 
-	kaCtx, kaCancel := context.WithCancel(context.Background())
-	c.kaCancel = kaCancel
+	c.kaCtx, c.kaCancel = context.WithCancel(context.Background())
 	abort := func(step string, err error) (backend.Conn, error) {
 		if c.sess != nil {
 			c.sess.Orphan()
 		}
-		kaCancel()
+		c.kaCancel()
 		// The lease expires by itself within its TTL; a prompt revoke
 		// just tidies up sooner.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -185,17 +183,11 @@ func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, err
 		return nil, openErr(ctx, step, err)
 	}
 
-	c.sess, err = concurrency.NewSession(d.cli, concurrency.WithLease(grant.ID),
-		concurrency.WithTTL(int(grant.TTL)), concurrency.WithContext(kaCtx))
+	ka, err := c.subscribe()
 	if err != nil {
 		return abort("keep lease alive", err)
 	}
-	// The lessor fans every keepalive reply of the lease out to each of its
-	// channels: this one tells the state loop that the server still answers.
-	ka, err := d.cli.KeepAlive(kaCtx, grant.ID)
-	if err != nil {
-		return abort("keep lease alive", err)
-	}
+	c.sess = ka.sess
 	put, err := d.cli.Put(ctx, c.marker, "", clientv3.WithLease(grant.ID))
 	if err != nil {
 		return abort("put session marker", err)

@@ -62,7 +62,7 @@ func TestNodes(t *testing.T) {
 		t.Errorf("nodeOf = %+v, want %+v", n, want)
 	}
 	kids := childrenOf("/q/", kvs)
-	if len(kids) != 2 || kids[0].Name != "b" || kids[1].Name != "a" || kids[0].Token != 0 || kids[0].Data != nil || !kids[1].Sequential || kids[1].Seq != 7 {
+	if len(kids) != 2 || kids[0].Name != "b" || kids[1].Name != "a" || kids[0].Token != 5 || kids[0].Data != nil || !kids[1].Sequential || kids[1].Seq != 7 {
 		t.Errorf("childrenOf = %+v", kids)
 	}
 }
@@ -168,5 +168,59 @@ func TestOpenValidation(t *testing.T) {
 	}
 	if d.Name() != "etcd" {
 		t.Error(d.Name())
+	}
+}
+
+func TestConfirmBackoff(t *testing.T) {
+	want := []time.Duration{0, 250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second}
+	for n, w := range want {
+		if got := confirmBackoff(n); got != w {
+			t.Errorf("confirmBackoff(%d) = %v, want %v", n, got, w)
+		}
+	}
+	if got := confirmBackoff(-1); got != 0 {
+		t.Errorf("confirmBackoff(-1) = %v", got)
+	}
+	if got := confirmBackoff(1 << 20); got != confirmBackoffMax {
+		t.Errorf("confirmBackoff(huge) = %v", got)
+	}
+}
+
+func TestJudgeTimeToLive(t *testing.T) {
+	ttl := func(n int64) *clientv3.LeaseTimeToLiveResponse { return &clientv3.LeaseTimeToLiveResponse{TTL: n} }
+	for _, tc := range []struct {
+		name string
+		resp *clientv3.LeaseTimeToLiveResponse
+		err  error
+		want leaseState
+	}{
+		{"alive", ttl(7), nil, leaseAlive},
+		{"under a second left", ttl(0), nil, leaseAlive},
+		{"gone", ttl(-1), nil, leaseGone},
+		{"not found", nil, rpctypes.ErrLeaseNotFound, leaseGone},
+		{"not found, wrapped", nil, fmt.Errorf("x: %w", rpctypes.ErrLeaseNotFound), leaseGone},
+		{"unavailable", nil, status.Error(codes.Unavailable, "conn reset"), leaseUnknown},
+		{"no leader", nil, rpctypes.ErrNoLeader, leaseUnknown},
+		{"timed out", nil, context.DeadlineExceeded, leaseUnknown},
+		{"no reply", nil, nil, leaseUnknown},
+	} {
+		if got := judgeTimeToLive(tc.resp, tc.err); got != tc.want {
+			t.Errorf("%s: judgeTimeToLive = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSleepCtx(t *testing.T) {
+	if !sleepCtx(context.Background(), 0) || !sleepCtx(context.Background(), time.Millisecond) {
+		t.Error("sleepCtx on a live ctx = false")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if sleepCtx(ctx, time.Hour) || sleepCtx(ctx, 0) {
+		t.Error("sleepCtx on a done ctx = true")
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("sleepCtx on a done ctx took %v", el)
 	}
 }

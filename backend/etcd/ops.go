@@ -79,7 +79,7 @@ func childrenOf(prefix string, kvs []*mvccpb.KeyValue) []backend.Node {
 		if !ok {
 			continue
 		}
-		out = append(out, backend.Node{Path: key, Name: name, Seq: kv.CreateRevision, Sequential: true})
+		out = append(out, backend.Node{Path: key, Name: name, Seq: kv.CreateRevision, Sequential: true, Token: kv.CreateRevision})
 	}
 	return out
 }
@@ -122,13 +122,20 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	defer done()
 
 	parent, name := backend.Split(path)
-	if opts.Protected {
-		name = protectedPrefix + uuid.NewString() + "-" + name
+	var key, base string
+	recycled := false
+	switch {
+	case opts.Sequential:
+		if opts.Protected {
+			name = c.names.protectedPrefix() + name
+		}
+		base = joinPath(parent, name)
+		key, recycled = c.names.take(base, int64(c.lease))
+	case opts.Protected:
+		key = joinPath(parent, protectedPrefix+uuid.NewString()+"-"+name)
+	default:
+		key = joinPath(parent, name)
 	}
-	if opts.Sequential {
-		name += fmt.Sprintf("%016x-%d", uint64(c.lease), c.seq.Add(1))
-	}
-	key := joinPath(parent, name)
 	prefix := childPrefix(parent)
 
 	var putOpts []clientv3.OpOption
@@ -137,15 +144,19 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	}
 	// The put's own revision is the node's create and mod revision, so the
 	// Then branch needs no read back.
-	thenOps := []clientv3.Op{clientv3.OpPut(key, string(data), putOpts...)}
-	elseOps := []clientv3.Op{clientv3.OpGet(key)}
-	if list {
-		thenOps = append(thenOps, listOp(prefix))
-		elseOps = append(elseOps, listOp(prefix))
+	ops := func() (then, els []clientv3.Op) {
+		then = []clientv3.Op{clientv3.OpPut(key, string(data), putOpts...)}
+		els = []clientv3.Op{clientv3.OpGet(key)}
+		if list {
+			then = append(then, listOp(prefix))
+			els = append(els, listOp(prefix))
+		}
+		return then, els
 	}
-	// A protected or sequential key is unique to this call, so the Txn is
-	// idempotent: a retry after a lost reply finds the node made by the
-	// attempt whose reply was lost.
+	thenOps, elseOps := ops()
+	// A protected or sequential key is unique to this call among the
+	// session's live nodes, so the Txn is idempotent: a retry after a lost
+	// reply finds the node made by the attempt whose reply was lost.
 	retry := opts.Protected || opts.Sequential
 	for attempt := 1; ; attempt++ {
 		resp, err := c.cli.Txn(octx).
@@ -186,6 +197,15 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 			}
 			n = nodeOf(kvs[0])
 			ours := attempt > 1 && retry && (!opts.Ephemeral || kvs[0].Lease == int64(c.lease))
+			if !ours && recycled && attempt == 1 {
+				// A recycled key that somebody created again: leave it
+				// to them and take another.
+				c.names.drop(key)
+				key, recycled = c.names.take(base, int64(c.lease))
+				thenOps, elseOps = ops()
+				attempt = 0
+				continue
+			}
 			if !ours {
 				return backend.Node{}, nil, fmt.Errorf("etcd: %s %q: %w", op, key, backend.ErrNodeExists)
 			}
@@ -351,7 +371,18 @@ func (c *conn) Delete(ctx context.Context, path string, version int64) error {
 		return c.fail(ctx, "delete", path, err)
 	}
 	if resp.Succeeded {
+		c.names.release(path)
 		return nil
 	}
-	return targetErr("delete", path, rangeKvs(resp, 0), version)
+	kvs := rangeKvs(resp, 0)
+	if len(kvs) == 0 {
+		c.names.release(path) // gone: its name is free again
+	}
+	return targetErr("delete", path, kvs, version)
 }
+
+// VersionsIdentifyIncarnations implements backend.IncarnationVersions: a
+// key's mod revision is unique cluster-wide.
+func (c *conn) VersionsIdentifyIncarnations() bool { return true }
+
+var _ backend.IncarnationVersions = (*conn)(nil)

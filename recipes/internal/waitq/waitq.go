@@ -352,7 +352,7 @@ func (e *Entry) wait(ctx context.Context, block bool) error {
 			return ErrWouldWait
 		}
 		if self == nil {
-			_, exists, sw, err := e.conn.Watch(wctx, e.node.Path)
+			cur, exists, sw, err := e.conn.Watch(wctx, e.node.Path)
 			if err != nil {
 				if err := e.retry(ctx, wctx, err, &backoff); err != nil {
 					return err
@@ -360,14 +360,14 @@ func (e *Entry) wait(ctx context.Context, block bool) error {
 				listed = false
 				continue
 			}
-			if !exists {
+			if !exists || cur.Token != e.node.Token {
 				sw.Stop()
 				return e.gone()
 			}
 			self = sw
 		}
 		pred := queue[w]
-		_, exists, pw, err := e.conn.Watch(wctx, pred.Path)
+		cur, exists, pw, err := e.conn.Watch(wctx, pred.Path)
 		if err != nil {
 			if err := e.retry(ctx, wctx, err, &backoff); err != nil {
 				return err
@@ -376,8 +376,10 @@ func (e *Entry) wait(ctx context.Context, block bool) error {
 			continue
 		}
 		listed = false
-		if !exists {
-			pw.Stop() // gone since the listing: list again at once
+		if !exists || (pred.Token != 0 && cur.Token != pred.Token) {
+			// Gone since the listing (or its name reused by a newer node,
+			// which queues behind us): list again at once.
+			pw.Stop()
 			continue
 		}
 		e.log.Debug("waiting", zap.String("node", e.node.Path), zap.String("for", pred.Path), zap.Int("position", ours))

@@ -1,0 +1,89 @@
+package etcd
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/google/uuid"
+)
+
+// namePool hands out the keys of one Conn's sequential creates and takes
+// back those whose node the Conn has deleted, so that a session that joins
+// and leaves a queue again and again (a lock taken and released in a loop)
+// uses a few keys instead of a new one each time. etcd keeps every deleted
+// key in its index until the next compaction, and every listing of the
+// directory walks them: with a new key per call, a lock's listing grows
+// slower with every acquisition since the last compaction.
+//
+// A key is taken back only after a Delete by its Conn found it gone, so two
+// live nodes of a Conn never share a key. A key whose create found it
+// already there (someone else re-created it) is dropped for good.
+type namePool struct {
+	mu      sync.Mutex
+	protect string              // this Conn's "_c_<uuid>-" prefix for protected sequential names
+	next    map[string]uint64   // per base: the next suffix never handed out
+	free    map[string][]uint64 // per base: suffixes free again, last freed on top
+	inUse   map[string]poolSlot // key → where it came from
+}
+
+type poolSlot struct {
+	base string
+	n    uint64
+}
+
+// protectedPrefix returns the Conn's protected prefix, "_c_<uuid>-": one
+// uuid per Conn, since the suffix already makes each live name unique.
+func (p *namePool) protectedPrefix() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.protect == "" {
+		p.protect = protectedPrefix + uuid.NewString() + "-"
+	}
+	return p.protect
+}
+
+// take returns a key for a sequential create of base (the full path without
+// its suffix) by the Conn of lease, and whether it is a recycled one.
+func (p *namePool) take(base string, lease int64) (key string, recycled bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next == nil {
+		p.next, p.free, p.inUse = map[string]uint64{}, map[string][]uint64{}, map[string]poolSlot{}
+	}
+	var n uint64
+	if f := p.free[base]; len(f) > 0 {
+		n, recycled = f[len(f)-1], true
+		if len(f) == 1 {
+			delete(p.free, base)
+		} else {
+			p.free[base] = f[:len(f)-1]
+		}
+	} else {
+		p.next[base]++
+		n = p.next[base]
+	}
+	key = base + fmt.Sprintf("%016x-%d", uint64(lease), n)
+	p.inUse[key] = poolSlot{base, n}
+	return key, recycled
+}
+
+// release takes key back once a Delete by the Conn found it gone. Keys the
+// pool did not hand out are ignored.
+func (p *namePool) release(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.inUse[key]
+	if !ok {
+		return
+	}
+	delete(p.inUse, key)
+	p.free[s.base] = append(p.free[s.base], s.n)
+}
+
+// drop forgets key without making it free again: its create found a node
+// there that the pool cannot account for.
+func (p *namePool) drop(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.inUse, key)
+}

@@ -1,0 +1,43 @@
+package etcd
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNamePoolRecyclesOnlyReleasedKeys(t *testing.T) {
+	var p namePool
+	a, recycled := p.take("/q/lock-", 0xab)
+	if recycled || a != "/q/lock-00000000000000ab-1" {
+		t.Fatalf("first key %q (recycled %v)", a, recycled)
+	}
+	b, _ := p.take("/q/lock-", 0xab)
+	if b == a {
+		t.Fatalf("two live nodes share %q", a)
+	}
+	p.release("/q/other") // not handed out: ignored
+	p.release(a)
+	c, recycled := p.take("/q/lock-", 0xab)
+	if c != a || !recycled {
+		t.Fatalf("after release got %q (recycled %v), want %q again", c, recycled, a)
+	}
+	p.release(a)
+	p.release(a) // a second release of the same key must not free it twice
+	d, _ := p.take("/q/lock-", 0xab)
+	e, _ := p.take("/q/lock-", 0xab)
+	if d == e {
+		t.Fatalf("a double release handed %q out twice", d)
+	}
+	p.drop(e)
+	p.release(e) // dropped: never free again
+	f, recycled := p.take("/q/lock-", 0xab)
+	if f == e || recycled {
+		t.Fatalf("a dropped key came back: %q (recycled %v)", f, recycled)
+	}
+	if other, _ := p.take("/r/lock-", 0xab); !strings.HasSuffix(other, "-1") {
+		t.Fatalf("bases share suffixes: %q", other)
+	}
+	if pp := p.protectedPrefix(); !strings.HasPrefix(pp, "_c_") || len(pp) != len("_c_")+36+1 || pp != p.protectedPrefix() {
+		t.Fatalf("protected prefix %q is not one stable _c_<uuid>-", pp)
+	}
+}
