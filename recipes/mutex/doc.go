@@ -39,13 +39,21 @@
 //	                                      suffix, ordered by create revision)
 //
 // Uncontended, an acquisition is one create of P/owner (on ZooKeeper one
-// multi of create+setData, which returns the czxid) and the release one
-// delete: two round trips, one fewer than Curator's InterProcessMutex. (The
-// watch that notices P/owner being deleted, see "Loss", is armed only when
-// the Guard's Done, Err or Context is first called, in the background.) A
-// queued acquisition costs more: joining the queue,
-// marking and watching P/owner, the create, and deleting the queue node
-// after the grant.
+// multi of create+setData, which returns the czxid). On etcd the release is
+// one delete conditional on the mod revision, which no other incarnation of
+// P/owner can have: two round trips in all. On ZooKeeper every P/owner
+// starts at the same data version, so a delete by version could remove a
+// newer owner node of another process if an operator deleted ours; the
+// release therefore reads P/owner and deletes it only if its czxid is our
+// token: a cheap read (served by the connected server, no quorum write)
+// and a delete, three round trips in all, of which two are writes, as for
+// Curator's InterProcessMutex (create, getChildren, delete). The one window
+// left: an operator deletes our node and another process creates a new
+// one within the round trip between our read and our delete. (The watch
+// that notices P/owner being deleted, see "Loss", is armed only when the
+// Guard's Done, Err or Context is first called, in the background.) A
+// queued acquisition costs more: joining the queue, marking and watching
+// P/owner, the create, and deleting the queue node after the grant.
 //
 // # Contention between processes (no herd)
 //

@@ -249,24 +249,13 @@ func (s *server) check(a *acquisition) bool {
 // still there, retrying after connection losses until it is done or the
 // session ends. It reports whether another process had marked the node.
 func (s *server) release(a *acquisition) (contended bool, err error) {
-	// End the hold concurrently with the delete: End waits for the hold's
-	// monitor to exit, which may mean waiting for the reply to its watch,
-	// and that wait need not delay the delete. End cancels the hold first,
-	// and the delete waits for that (so the monitor does not take our own
-	// delete for a loss and watch again). Every Guard of the acquisition
-	// has ended with its own cause already.
-	cancelled := make(chan struct{})
-	stop := context.AfterFunc(a.hold.Context(), func() { close(cancelled) })
-	defer stop()
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		a.hold.End(recipes.ErrReleased)
-	}()
-	<-cancelled
+	// End the hold before the delete, so that its node watch (if armed)
+	// does not take our own delete for a loss. End is quick: a watch call
+	// in flight runs under the hold's context, which End cancels first.
+	// Every Guard of the acquisition has ended with its own cause already.
+	a.hold.End(recipes.ErrReleased)
 	contended = a.flagged
 	err = s.removeOwner(a.node, &contended)
-	<-ended
 	if a.tail != nil {
 		<-a.tail
 	}
@@ -302,13 +291,39 @@ func (s *server) removeOwner(n backend.Node, marked *bool) error {
 }
 
 // deleteIncarnation deletes n if the node at its path is still that
-// incarnation: by the version it was created with, and after a version
-// mismatch (a waiter marked it) by its current version. A node that is gone
-// or replaced is not an error. It sets *marked (if not nil) on a version
-// mismatch.
+// incarnation, and reports nothing if it is gone or replaced. It sets
+// *marked (if not nil) when it finds the node marked by a waiter.
+//
+// Where the backend's versions identify an incarnation (etcd: the mod
+// revision is unique cluster-wide) it deletes by the version n was created
+// with, and after a version mismatch (a waiter marked it) reads the node,
+// compares its token and deletes by its current version. Where they do not
+// (ZooKeeper: every P/owner starts at the same data version), a delete by
+// version could remove a newer owner node of another process if ours was
+// deleted by someone else (an operator) meanwhile; so it reads first and
+// deletes only the incarnation with n's token, by the version it read. That
+// costs one read per release. It leaves one window: an operator deletes our
+// node and another process creates a new one in the round trip between our
+// read and our delete.
 func deleteIncarnation(ctx context.Context, c backend.Conn, n backend.Node, marked *bool) error {
 	version := n.Version
+	read := !versionsIdentifyIncarnations(c)
 	for {
+		if read {
+			cur, err := c.Get(ctx, n.Path)
+			switch {
+			case errors.Is(err, backend.ErrNoNode):
+				return nil
+			case err != nil:
+				return err
+			case cur.Token != n.Token:
+				return nil // replaced: ours is gone
+			}
+			if marked != nil && (cur.Version != n.Version || string(cur.Data) == ContendedMark) {
+				*marked = true
+			}
+			version = cur.Version
+		}
 		err := c.Delete(ctx, n.Path, version)
 		switch {
 		case err == nil, errors.Is(err, backend.ErrNoNode):
@@ -319,17 +334,15 @@ func deleteIncarnation(ctx context.Context, c backend.Conn, n backend.Node, mark
 		if marked != nil {
 			*marked = true
 		}
-		cur, err := c.Get(ctx, n.Path)
-		switch {
-		case errors.Is(err, backend.ErrNoNode):
-			return nil
-		case err != nil:
-			return err
-		case cur.Token != n.Token:
-			return nil // replaced: ours is gone
-		}
-		version = cur.Version
+		read = true
 	}
+}
+
+// versionsIdentifyIncarnations reports whether c's node versions tell the
+// incarnations of a path apart (see backend.IncarnationVersions).
+func versionsIdentifyIncarnations(c backend.Conn) bool {
+	v, ok := c.(backend.IncarnationVersions)
+	return ok && v.VersionsIdentifyIncarnations()
 }
 
 // usable returns the session's hold epoch once the session can hold: at once
