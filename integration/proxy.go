@@ -24,6 +24,10 @@ import (
 //   - Blackhole: connections stay open but every byte, both ways, is
 //     dropped (a long partition). New connections are accepted and
 //     blackholed too.
+//   - BlackholeReplies: what clients send still reaches the server, but
+//     every byte the server sends is dropped: requests are applied and
+//     their replies are lost (ZooKeeper's lost create reply, an etcd Txn
+//     whose response never arrives).
 //   - Pause: nothing is forwarded, but nothing is lost either: bytes wait
 //     in the socket buffers and are delivered on Resume (a short
 //     partition that TCP retransmission would survive).
@@ -44,11 +48,15 @@ type Proxy struct {
 	mu         sync.Mutex
 	closed     bool
 	blackholed bool
+	replyHole  bool // server-to-client bytes are dropped
 	paused     bool
 	resume     chan struct{} // closed when the proxy resumes
 	conns      map[*proxyConn]struct{}
 	sessions   map[int64][]byte
 	accepted   int
+
+	droppedFromClients atomic.Int64
+	droppedFromServers atomic.Int64
 }
 
 type proxyConn struct {
@@ -138,6 +146,13 @@ func (p *Proxy) Accepted() int {
 	return p.accepted
 }
 
+// Dropped returns how many bytes the proxy has dropped in blackholes since it
+// started: sent by clients and sent by servers. A test that blackholes replies
+// waits for fromServers to grow to know that a reply was actually lost.
+func (p *Proxy) Dropped() (fromClients, fromServers int64) {
+	return p.droppedFromClients.Load(), p.droppedFromServers.Load()
+}
+
 // Blackhole starts dropping every byte in both directions, on current
 // and new connections, while keeping the connections open.
 func (p *Proxy) Blackhole() {
@@ -146,13 +161,27 @@ func (p *Proxy) Blackhole() {
 	p.blackholed = true
 }
 
-// Unblackhole ends a Blackhole. Connections that lost bytes meanwhile are
-// reset, since their byte streams can no longer be parsed (after a long
-// partition TCP would have given up on them too); the others carry on.
+// BlackholeReplies starts dropping every byte servers send, on current and
+// new connections, while forwarding every byte clients send: the server
+// applies each request and its reply is lost. The connections stay open; the
+// client hears nothing until its own timeout, or until Unblackhole or
+// DropConnections resets them. Use it to lose the reply of one request whose
+// effect the test observes on the server through another client.
+func (p *Proxy) BlackholeReplies() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.replyHole = true
+}
+
+// Unblackhole ends a Blackhole or a BlackholeReplies. Connections that lost
+// bytes meanwhile are reset, since their byte streams can no longer be parsed
+// (after a long partition TCP would have given up on them too); the others
+// carry on.
 func (p *Proxy) Unblackhole() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.blackholed = false
+	p.replyHole = false
 	for c := range p.conns {
 		if c.tainted.Load() {
 			c.reset()
@@ -287,12 +316,12 @@ func (p *Proxy) handle(client net.Conn) {
 
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.pump(c, server, client, nil) }()
+	go func() { defer wg.Done(); p.pump(c, server, client, nil, false) }()
 	var parser *zkConnectParser
 	if p.zk {
 		parser = &zkConnectParser{record: p.recordSession}
 	}
-	go func() { defer wg.Done(); p.pump(c, client, server, parser) }()
+	go func() { defer wg.Done(); p.pump(c, client, server, parser, true) }()
 	wg.Wait()
 
 	p.mu.Lock()
@@ -301,8 +330,9 @@ func (p *Proxy) handle(client net.Conn) {
 }
 
 // pump copies src to dst through the proxy's faults until either side
-// fails, then closes the connection pair.
-func (p *Proxy) pump(c *proxyConn, dst, src net.Conn, parser *zkConnectParser) {
+// fails, then closes the connection pair. fromServer says that src is the
+// server.
+func (p *Proxy) pump(c *proxyConn, dst, src net.Conn, parser *zkConnectParser, fromServer bool) {
 	defer c.close()
 	buf := make([]byte, 32*1024)
 	for {
@@ -315,10 +345,15 @@ func (p *Proxy) pump(c *proxyConn, dst, src net.Conn, parser *zkConnectParser) {
 				return
 			}
 			p.mu.Lock()
-			blackholed := p.blackholed
+			blackholed := p.blackholed || (fromServer && p.replyHole)
 			p.mu.Unlock()
 			if blackholed {
 				c.tainted.Store(true)
+				if fromServer {
+					p.droppedFromServers.Add(int64(n))
+				} else {
+					p.droppedFromClients.Add(int64(n))
+				}
 			} else if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
