@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,46 +30,8 @@ import (
 	"github.com/coordkit/coordkit/session"
 )
 
-// flBound is how long something that must happen promptly may take on a
-// loaded machine under -race. Tests wait on channels with it; they never
-// sleep to order events.
-const flBound = 20 * time.Second
-
-// flTTL is the session timeout of the tests' sessions.
-const flTTL = 8 * time.Second
-
-type flBackend struct {
-	name   string
-	driver func(t testing.TB) backend.Driver
-}
-
-var flBackends = []flBackend{
-	{"zookeeper", func(t testing.TB) backend.Driver { return openZooKeeperDriver(t, sharedZK.Get(t).Addrs()) }},
-	{"etcd", func(t testing.TB) backend.Driver { return openEtcdDriver(t, sharedEtcd.Get(t).Endpoints()) }},
-}
-
 // flPath returns a lock path of its own for the test.
-func flPath(t testing.TB) string {
-	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
-	return "/coordkit-fairlock/" + name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-}
-
-// flSession opens a session closed when the test ends.
-func flSession(t testing.TB, drv backend.Driver, opts ...session.Option) *session.Session {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
-	defer cancel()
-	s, err := session.New(ctx, drv, append([]session.Option{session.WithTTL(flTTL)}, opts...)...)
-	if err != nil {
-		t.Fatalf("session.New: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), flBound)
-		defer cancel()
-		s.Close(ctx)
-	})
-	return s
-}
+func flPath(t testing.TB) string { return testPath(t, "/coordkit-fairlock") }
 
 func flLock(t testing.TB, s *session.Session, path string) *fairlock.Lock {
 	t.Helper()
@@ -81,57 +42,11 @@ func flLock(t testing.TB, s *session.Session, path string) *fairlock.Lock {
 	return l
 }
 
-type flResult struct {
-	g   *fairlock.Guard
-	err error
-}
-
-// flLockAsync runs Lock on a goroutine that ends when Lock returns.
-func flLockAsync(ctx context.Context, l *fairlock.Lock) <-chan flResult {
-	ch := make(chan flResult, 1)
-	go func() {
-		g, err := l.Lock(ctx)
-		ch <- flResult{g, err}
-	}()
-	return ch
-}
-
-func flRecv(t *testing.T, ch <-chan flResult, what string) flResult {
-	t.Helper()
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(flBound):
-		t.Fatalf("%s: Lock did not return within %v", what, flBound)
-	}
-	return flResult{}
-}
-
-func flMustLock(t *testing.T, l *fairlock.Lock) *fairlock.Guard {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
-	defer cancel()
-	g, err := l.Lock(ctx)
-	if err != nil {
-		t.Fatalf("Lock %s: %v", l.Path(), err)
-	}
-	return g
-}
-
-func flMustUnlock(t *testing.T, g *fairlock.Guard) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
-	defer cancel()
-	if err := g.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-}
-
 // flAwaitChildren waits, with a children watch, until path has n children
 // as conn sees them.
 func flAwaitChildren(t *testing.T, conn backend.Conn, path string, n int) []backend.Node {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
 	for {
 		kids, w, err := conn.WatchChildren(ctx, path)
@@ -161,7 +76,7 @@ func flAwaitChildren(t *testing.T, conn backend.Conn, path string, n int) []back
 // fencing tokens, recorded in grant order, strictly increase: grants follow
 // creation order.
 func TestFairlockExclusionFIFO(t *testing.T) {
-	for _, b := range flBackends {
+	for _, b := range lockBackends {
 		t.Run(b.name, func(t *testing.T) {
 			drv := b.driver(t)
 			path := flPath(t)
@@ -174,13 +89,13 @@ func TestFairlockExclusionFIFO(t *testing.T) {
 				errs    = make(chan error, sessions*goroutines)
 			)
 			for range sessions {
-				l := flLock(t, flSession(t, drv), path)
+				l := flLock(t, lockSession(t, drv), path)
 				for range goroutines {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
 						for range rounds {
-							ctx, cancel := context.WithTimeout(context.Background(), flBound)
+							ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 							g, err := l.Lock(ctx)
 							cancel()
 							if err != nil {
@@ -223,24 +138,24 @@ func TestFairlockExclusionFIFO(t *testing.T) {
 // TestFairlockQueueOrder: waiters that queued one after another on separate
 // sessions are granted in that order, with growing tokens.
 func TestFairlockQueueOrder(t *testing.T) {
-	for _, b := range flBackends {
+	for _, b := range lockBackends {
 		t.Run(b.name, func(t *testing.T) {
 			drv := b.driver(t)
 			path := flPath(t)
 			obs := observerConn(t, drv)
-			holder := flMustLock(t, flLock(t, flSession(t, drv), path))
+			holder := mustLock(t, fairlockHandle(t, lockSession(t, drv), path))
 			const n = 4
-			chans := make([]<-chan flResult, n)
+			chans := make([]<-chan lockResult, n)
 			for i := range n {
-				chans[i] = flLockAsync(context.Background(), flLock(t, flSession(t, drv), path))
+				chans[i] = lockAsync(context.Background(), fairlockHandle(t, lockSession(t, drv), path))
 				flAwaitChildren(t, obs, path, i+2)
 			}
 			prev := holder.Token()
-			flMustUnlock(t, holder)
+			mustUnlock(t, holder)
 			for i := range n {
-				r := flRecv(t, chans[i], fmt.Sprintf("waiter %d", i))
-				if r.err != nil || r.g.Token() <= prev {
-					t.Fatalf("waiter %d: %v (token %d after %d)", i, r.err, r.g.Token(), prev)
+				r := awaitGrant(t, chans[i], fmt.Sprintf("waiter %d", i))
+				if r.g.Token() <= prev {
+					t.Fatalf("waiter %d: token %d after %d", i, r.g.Token(), prev)
 				}
 				for j := i + 1; j < n; j++ {
 					select {
@@ -250,7 +165,7 @@ func TestFairlockQueueOrder(t *testing.T) {
 					}
 				}
 				prev = r.g.Token()
-				flMustUnlock(t, r.g)
+				mustUnlock(t, r.g)
 			}
 			flAwaitChildren(t, obs, path, 0)
 		})
@@ -265,11 +180,11 @@ func TestFairlockHolderSessionExpired(t *testing.T) {
 	t.Run("zookeeper", func(t *testing.T) {
 		addrs := sharedZK.Get(t).Addrs()
 		proxy := integration.NewZooKeeperProxy(t, addrs[0])
-		hs := flSession(t, openZooKeeperDriver(t, []string{proxy.Addr()}))
+		hs := lockSession(t, openZooKeeperDriver(t, []string{proxy.Addr()}))
 		direct := openZooKeeperDriver(t, addrs)
 		path := flPath(t)
-		holder := flMustLock(t, flLock(t, hs, path))
-		ch := flLockAsync(context.Background(), flLock(t, flSession(t, direct), path))
+		holder := mustLock(t, fairlockHandle(t, hs, path))
+		ch := lockAsync(context.Background(), fairlockHandle(t, lockSession(t, direct), path))
 		flAwaitChildren(t, observerConn(t, direct), path, 2)
 		sid, err := strconv.ParseUint(hs.ID(), 16, 64)
 		if err != nil {
@@ -283,10 +198,10 @@ func TestFairlockHolderSessionExpired(t *testing.T) {
 	t.Run("etcd", func(t *testing.T) {
 		eps := sharedEtcd.Get(t).Endpoints()
 		drv := openEtcdDriver(t, eps)
-		hs := flSession(t, drv)
+		hs := lockSession(t, drv)
 		path := flPath(t)
-		holder := flMustLock(t, flLock(t, hs, path))
-		ch := flLockAsync(context.Background(), flLock(t, flSession(t, drv), path))
+		holder := mustLock(t, fairlockHandle(t, hs, path))
+		ch := lockAsync(context.Background(), fairlockHandle(t, lockSession(t, drv), path))
 		flAwaitChildren(t, observerConn(t, drv), path, 2)
 		lease, err := strconv.ParseUint(hs.ID(), 16, 64)
 		if err != nil {
@@ -299,22 +214,19 @@ func TestFairlockHolderSessionExpired(t *testing.T) {
 	})
 }
 
-func flExpectLostThenHandoff(t *testing.T, holder *fairlock.Guard, ch <-chan flResult) {
+func flExpectLostThenHandoff(t *testing.T, holder lockGuard, ch <-chan lockResult) {
 	t.Helper()
 	t0 := time.Now()
 	select {
 	case <-holder.Done():
-	case <-time.After(flTTL + flBound):
+	case <-time.After(lockTTL + lockBound):
 		t.Fatal("holder's Done did not fire after its session ended on the server")
 	}
 	lost := time.Since(t0)
 	if err := holder.Err(); !errors.Is(err, recipes.ErrLost) {
 		t.Fatalf("holder: %v, want ErrLost", err)
 	}
-	r := flRecv(t, ch, "waiter")
-	if r.err != nil {
-		t.Fatalf("waiter: %v", r.err)
-	}
+	r := awaitGrant(t, ch, "waiter")
 	t.Logf("holder lost %v after the server ended its session (%v); waiter granted %v after", lost.Round(time.Millisecond), holder.Err(), time.Since(t0).Round(time.Millisecond))
 	if r.g.Token() <= holder.Token() {
 		t.Fatalf("waiter token %d, holder's %d", r.g.Token(), holder.Token())
@@ -322,25 +234,25 @@ func flExpectLostThenHandoff(t *testing.T, holder *fairlock.Guard, ch <-chan flR
 	if err := holder.Unlock(context.Background()); err != nil {
 		t.Fatalf("Unlock of the lost guard: %v", err)
 	}
-	flMustUnlock(t, r.g)
+	mustUnlock(t, r.g)
 }
 
 // TestFairlockCancelLoop: Locks cancelled at random points (some while
 // another session holds the lock) either succeed or return ctx's error, and
 // leave nothing behind; another client then acquires at once.
 func TestFairlockCancelLoop(t *testing.T) {
-	for _, b := range flBackends {
+	for _, b := range lockBackends {
 		t.Run(b.name, func(t *testing.T) {
 			drv := b.driver(t)
 			path := flPath(t)
-			holderLock := flLock(t, flSession(t, drv), path)
-			l := flLock(t, flSession(t, drv), path)
+			holderLock := fairlockHandle(t, lockSession(t, drv), path)
+			l := flLock(t, lockSession(t, drv), path)
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 			var granted, cancelled int
 			for i := range 100 {
-				var holder *fairlock.Guard
+				var holder lockGuard
 				if rng.IntN(3) == 0 {
-					holder = flMustLock(t, holderLock)
+					holder = mustLock(t, holderLock)
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(4000))*time.Microsecond)
 				g, err := l.Lock(ctx)
@@ -351,7 +263,7 @@ func TestFairlockCancelLoop(t *testing.T) {
 						t.Fatalf("iteration %d: granted while another session holds", i)
 					}
 					granted++
-					flMustUnlock(t, g)
+					mustUnlock(t, g)
 				case err != nil && g == nil:
 					if !errors.Is(err, context.DeadlineExceeded) {
 						t.Fatalf("iteration %d: %v, want DeadlineExceeded", i, err)
@@ -361,16 +273,16 @@ func TestFairlockCancelLoop(t *testing.T) {
 					t.Fatalf("iteration %d: guard %v, err %v", i, g, err)
 				}
 				if holder != nil {
-					flMustUnlock(t, holder)
+					mustUnlock(t, holder)
 				}
 			}
 			t.Logf("granted %d, cancelled %d", granted, cancelled)
 			flAwaitChildren(t, observerConn(t, drv), path, 0)
-			g, err := flLock(t, flSession(t, drv), path).TryLock(context.Background())
+			g, err := flLock(t, lockSession(t, drv), path).TryLock(context.Background())
 			if err != nil {
 				t.Fatalf("another client after the loop: %v", err)
 			}
-			flMustUnlock(t, g)
+			mustUnlock(t, g)
 		})
 	}
 }
@@ -382,7 +294,7 @@ func TestFairlockEtcdMutexCoexistence(t *testing.T) {
 	eps := sharedEtcd.Get(t).Endpoints()
 	drv := openEtcdDriver(t, eps)
 	cli := connectEtcd(t, eps...)
-	cs, err := concurrency.NewSession(cli, concurrency.WithTTL(int(flTTL/time.Second)))
+	cs, err := concurrency.NewSession(cli, concurrency.WithTTL(int(lockTTL/time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,19 +302,19 @@ func TestFairlockEtcdMutexCoexistence(t *testing.T) {
 	path := flPath(t)
 	obs := observerConn(t, drv)
 	em := concurrency.NewMutex(cs, path)
-	ours := flLock(t, flSession(t, drv), path)
-	other := flLock(t, flSession(t, drv), path)
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	ours := fairlockHandle(t, lockSession(t, drv), path)
+	other := fairlockHandle(t, lockSession(t, drv), path)
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
 
 	// etcd's Mutex holds: fairlock waits.
 	if err := em.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ours.TryLock(ctx); !errors.Is(err, recipes.ErrLocked) {
+	if _, err := ours.tryLock(ctx); !errors.Is(err, recipes.ErrLocked) {
 		t.Fatalf("TryLock while concurrency.Mutex holds: %v, want ErrLocked", err)
 	}
-	ch := flLockAsync(ctx, ours)
+	ch := lockAsync(ctx, ours)
 	flAwaitChildren(t, obs, path, 2)
 	select {
 	case r := <-ch:
@@ -412,10 +324,7 @@ func TestFairlockEtcdMutexCoexistence(t *testing.T) {
 	if err := em.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r := flRecv(t, ch, "fairlock after concurrency.Mutex")
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
+	r := awaitGrant(t, ch, "fairlock after concurrency.Mutex")
 
 	// fairlock holds: etcd's Mutex waits, and so does a fairlock queued
 	// after it; they are granted in that order.
@@ -425,20 +334,20 @@ func TestFairlockEtcdMutexCoexistence(t *testing.T) {
 	emDone := make(chan error, 1)
 	go func() { emDone <- em.Lock(ctx) }()
 	flAwaitChildren(t, obs, path, 2)
-	ch2 := flLockAsync(ctx, other)
+	ch2 := lockAsync(ctx, other)
 	flAwaitChildren(t, obs, path, 3)
 	select {
 	case err := <-emDone:
 		t.Fatalf("concurrency.Mutex granted while fairlock holds: %v", err)
 	default:
 	}
-	flMustUnlock(t, r.g)
+	mustUnlock(t, r.g)
 	select {
 	case err := <-emDone:
 		if err != nil {
 			t.Fatalf("concurrency.Mutex after fairlock: %v", err)
 		}
-	case <-time.After(flBound):
+	case <-time.After(lockBound):
 		t.Fatal("concurrency.Mutex not granted after fairlock released")
 	}
 	select {
@@ -452,11 +361,8 @@ func TestFairlockEtcdMutexCoexistence(t *testing.T) {
 	if err := em.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r2 := flRecv(t, ch2, "second fairlock")
-	if r2.err != nil {
-		t.Fatal(r2.err)
-	}
-	flMustUnlock(t, r2.g)
+	r2 := awaitGrant(t, ch2, "second fairlock")
+	mustUnlock(t, r2.g)
 	flAwaitChildren(t, obs, path, 0)
 }
 
@@ -468,8 +374,8 @@ var curatorLockName = regexp.MustCompile(`^_c_[0-9a-f-]{36}-lock-\d{10}$`)
 func TestFairlockZooKeeperCuratorLayout(t *testing.T) {
 	drv := openZooKeeperDriver(t, sharedZK.Get(t).Addrs())
 	path := flPath(t)
-	s := flSession(t, drv)
-	g := flMustLock(t, flLock(t, s, path))
+	s := lockSession(t, drv)
+	g := mustLock(t, fairlockHandle(t, s, path))
 	obs := observerConn(t, drv)
 	kids := flAwaitChildren(t, obs, path, 1)
 	if !curatorLockName.MatchString(kids[0].Name) {
@@ -482,15 +388,15 @@ func TestFairlockZooKeeperCuratorLayout(t *testing.T) {
 	if n.Owner != s.ID() || len(n.Data) != 0 || n.Token != g.Token() || g.Fence().Path != n.Path {
 		t.Fatalf("lock node %+v; session %s, token %d, fence %+v", n, s.ID(), g.Token(), g.Fence())
 	}
-	flMustUnlock(t, g)
+	mustUnlock(t, g)
 	flAwaitChildren(t, obs, path, 0)
 }
 
 // TestFairlockInvalidPath: bad paths are refused before any network call.
 func TestFairlockInvalidPath(t *testing.T) {
-	for _, b := range flBackends {
+	for _, b := range lockBackends {
 		t.Run(b.name, func(t *testing.T) {
-			s := flSession(t, b.driver(t))
+			s := lockSession(t, b.driver(t))
 			for _, p := range []string{"", "rel", "/a/", "/a//b", "/zookeeper/x", "/a\x00b"} {
 				if _, err := fairlock.New(s, p); !errors.Is(err, coordkit.ErrInvalidPath) {
 					t.Errorf("New(%q): %v", p, err)
@@ -513,7 +419,7 @@ func BenchmarkFairlock_Etcd_Uncontended(b *testing.B) {
 }
 
 func benchFairlockUncontended(b *testing.B, drv backend.Driver) {
-	s := flSession(b, drv)
+	s := lockSession(b, drv)
 	l := flLock(b, s, flPath(b))
 	ctx := context.Background()
 	for b.Loop() {
@@ -538,7 +444,7 @@ func BenchmarkFairlock_Etcd_ConcurrencyMutex_Uncontended(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	cs, err := concurrency.NewSession(cli, concurrency.WithTTL(int(flTTL/time.Second)))
+	cs, err := concurrency.NewSession(cli, concurrency.WithTTL(int(lockTTL/time.Second)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -560,7 +466,7 @@ func BenchmarkFairlock_Etcd_ConcurrencyMutex_Uncontended(b *testing.B) {
 // BenchmarkFairlock_ZooKeeper_Uncontended: go-zookeeper's own ephemeral
 // sequential create and delete, nothing else.
 func BenchmarkFairlock_ZooKeeper_RawCreateDelete(b *testing.B) {
-	conn, _, err := zk.Connect(sharedZK.Get(b).Addrs(), flTTL, zk.WithLogger(quietLogger{}))
+	conn, _, err := zk.Connect(sharedZK.Get(b).Addrs(), lockTTL, zk.WithLogger(quietLogger{}))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -35,7 +35,7 @@ import (
 	"github.com/coordkit/coordkit/session"
 )
 
-// ---- the table: backends and recipes ---------------------------------
+// ---- the table: backends (the recipes are lockRecipes) -----------------
 
 type edgeBackend struct {
 	name   string
@@ -109,119 +109,12 @@ var edgeBackends = []edgeBackend{
 	},
 }
 
-// edgeGuard is what both locks' Lock returns.
-type edgeGuard interface {
-	recipes.Held
-	Unlock(ctx context.Context) error
-}
-
-// edgeLock is one lock handle of either recipe.
-type edgeLock struct {
-	lock    func(ctx context.Context) (edgeGuard, error)
-	tryLock func(ctx context.Context) (edgeGuard, error)
-	// waiting is the number of goroutines of the handle's process waiting
-	// locally (mutex), or nil.
-	waiting func() int
-}
-
-// edgeLockOf adapts a recipe's Lock and TryLock (a failed call's nil *Guard
-// must not become a non-nil edgeGuard).
-func edgeLockOf[G edgeGuard](lock, tryLock func(context.Context) (G, error)) edgeLock {
-	adapt := func(f func(context.Context) (G, error)) func(context.Context) (edgeGuard, error) {
-		return func(ctx context.Context) (edgeGuard, error) {
-			g, err := f(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return g, nil
-		}
-	}
-	return edgeLock{lock: adapt(lock), tryLock: adapt(tryLock)}
-}
-
-type edgeRecipe struct {
-	name string
-	path func(t testing.TB) string
-	open func(t testing.TB, s *session.Session, path string) edgeLock
-	// queue is the directory of the waiters' nodes.
-	queue func(path string) string
-	// dirs are the directories of every node of the lock.
-	dirs func(path string) []string
-	// queued waits until waiters processes or Lock calls wait behind the
-	// holder (their nodes are in the queue).
-	queued func(t *testing.T, obs backend.Conn, path string, waiters int)
-	// residue lists what of the lock exists on the server (cheaper than
-	// backendtest.Leftovers: for loops).
-	residue func(ctx context.Context, obs backend.Conn, path string) ([]string, error)
-	// cleanOnReturn: a failed Lock has deleted its nodes when it returns
-	// (mutex); otherwise it may leave the delete of a node whose create was
-	// in flight to a background goroutine (fairlock, see waitq).
-	cleanOnReturn bool
-}
-
-var edgeRecipes = []edgeRecipe{
-	{
-		name: "mutex",
-		path: mxPath,
-		open: func(t testing.TB, s *session.Session, path string) edgeLock {
-			m := mxMutex(t, s, path)
-			l := edgeLockOf(m.Lock, m.TryLock)
-			l.waiting = func() int { return m.Inspect().Waiting }
-			return l
-		},
-		queue: func(path string) string { return backend.Join(path, mutex.QueueName) },
-		dirs:  func(path string) []string { return []string{path, backend.Join(path, mutex.QueueName)} },
-		queued: func(t *testing.T, obs backend.Conn, path string, waiters int) {
-			t.Helper()
-			flAwaitChildren(t, obs, backend.Join(path, mutex.QueueName), waiters)
-		},
-		residue: func(ctx context.Context, obs backend.Conn, path string) ([]string, error) {
-			var left []string
-			owner := backend.Join(path, mutex.OwnerName)
-			switch _, err := obs.Get(ctx, owner); {
-			case err == nil:
-				left = append(left, owner)
-			case !errors.Is(err, backend.ErrNoNode):
-				return nil, err
-			}
-			kids, err := obs.Children(ctx, backend.Join(path, mutex.QueueName))
-			for _, k := range kids {
-				left = append(left, k.Path)
-			}
-			return left, err
-		},
-		cleanOnReturn: true,
-	},
-	{
-		name: "fairlock",
-		path: flPath,
-		open: func(t testing.TB, s *session.Session, path string) edgeLock {
-			l := flLock(t, s, path)
-			return edgeLockOf(l.Lock, l.TryLock)
-		},
-		queue: func(path string) string { return path },
-		dirs:  func(path string) []string { return []string{path} },
-		queued: func(t *testing.T, obs backend.Conn, path string, waiters int) {
-			t.Helper()
-			flAwaitChildren(t, obs, path, waiters+1)
-		},
-		residue: func(ctx context.Context, obs backend.Conn, path string) ([]string, error) {
-			kids, err := obs.Children(ctx, path)
-			var left []string
-			for _, k := range kids {
-				left = append(left, k.Path)
-			}
-			return left, err
-		},
-	},
-}
-
 // edgeMatrix runs fn for every backend and recipe, as subtests
 // "<backend>/<recipe>".
-func edgeMatrix(t *testing.T, fn func(t *testing.T, be edgeBackend, r edgeRecipe)) {
+func edgeMatrix(t *testing.T, fn func(t *testing.T, be edgeBackend, r lockRecipe)) {
 	for _, be := range edgeBackends {
 		t.Run(be.name, func(t *testing.T) {
-			for _, r := range edgeRecipes {
+			for _, r := range lockRecipes {
 				t.Run(r.name, func(t *testing.T) { fn(t, be, r) })
 			}
 		})
@@ -230,64 +123,23 @@ func edgeMatrix(t *testing.T, fn func(t *testing.T, be edgeBackend, r edgeRecipe
 
 // ---- helpers -----------------------------------------------------------
 
-type edgeResult struct {
-	g   edgeGuard
-	err error
-}
-
-func edgeLockAsync(ctx context.Context, l edgeLock) <-chan edgeResult {
-	ch := make(chan edgeResult, 1)
-	go func() {
-		g, err := l.lock(ctx)
-		ch <- edgeResult{g, err}
-	}()
-	return ch
-}
-
-// edgeNotYet fails if Lock has returned on ch.
-func edgeNotYet(t *testing.T, ch <-chan edgeResult, what string) {
-	t.Helper()
-	select {
-	case r := <-ch:
-		t.Fatalf("%s returned too early: guard %v, err %v", what, r.g != nil, r.err)
-	default:
-	}
-}
-
-// edgeMustLock locks l within flBound.
-func edgeMustLock(t *testing.T, l edgeLock) edgeGuard {
-	t.Helper()
-	r := receive(t, "Lock", edgeLockAsync(t.Context(), l), flBound)
-	if r.err != nil {
-		t.Fatalf("Lock: %v", r.err)
-	}
-	return r.g
-}
-
-func edgeMustUnlock(t *testing.T, g edgeGuard) {
-	t.Helper()
-	if err := g.Unlock(t.Context()); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-}
-
 // edgeEnded waits for a guard's Done and returns its Err.
-func edgeEnded(t *testing.T, g edgeGuard, what string) error {
+func edgeEnded(t *testing.T, g lockGuard, what string) error {
 	t.Helper()
 	select {
 	case <-g.Done():
 		return g.Err()
-	case <-time.After(flBound):
-		t.Fatalf("%s: the guard's Done did not fire within %v", what, flBound)
+	case <-time.After(lockBound):
+		t.Fatalf("%s: the guard's Done did not fire within %v", what, lockBound)
 	}
 	return nil
 }
 
 // edgeEmpty waits until nothing of the lock at path is left on the server:
 // no node with data or an owner in its directories.
-func edgeEmpty(t *testing.T, obs backend.Conn, r edgeRecipe, path string) {
+func edgeEmpty(t *testing.T, obs backend.Conn, r lockRecipe, path string) {
 	t.Helper()
-	deadline := time.Now().Add(flBound)
+	deadline := time.Now().Add(lockBound)
 	for {
 		left, err := backendtest.Leftovers(context.Background(), obs, r.dirs(path)...)
 		if err == nil && len(left) == 0 {
@@ -338,14 +190,6 @@ func edgeAwaitOwned(t *testing.T, obs backend.Conn, dirs []string, sid string, w
 	return got
 }
 
-func edgePaths(ns []backend.Node) []string {
-	out := make([]string, len(ns))
-	for i, n := range ns {
-		out[i] = n.Path
-	}
-	return out
-}
-
 // edgeSessions opens n sessions on drv, several at a time, and closes them
 // all, several at a time, when the test ends.
 func edgeSessions(t *testing.T, drv backend.Driver, n int, opts ...session.Option) []*session.Session {
@@ -360,9 +204,9 @@ func edgeSessions(t *testing.T, drv backend.Driver, n int, opts ...session.Optio
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 3*flBound)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*lockBound)
 			defer cancel()
-			out[i], errs[i] = session.New(ctx, drv, append([]session.Option{session.WithTTL(flTTL)}, opts...)...)
+			out[i], errs[i] = session.New(ctx, drv, append([]session.Option{session.WithTTL(lockTTL)}, opts...)...)
 		}()
 	}
 	wg.Wait()
@@ -377,7 +221,7 @@ func edgeSessions(t *testing.T, drv backend.Driver, n int, opts ...session.Optio
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				ctx, cancel := context.WithTimeout(context.Background(), flBound)
+				ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 				defer cancel()
 				s.Close(ctx)
 			}()
@@ -557,27 +401,24 @@ func (c *countingConn) Close(ctx context.Context) error {
 // larger token; the old holder's Unlock returns nil and deletes nothing of
 // the new holder's.
 func TestLockEdgeHolderNodeDeleted(t *testing.T) {
-	edgeMatrix(t, func(t *testing.T, be edgeBackend, r edgeRecipe) {
+	edgeMatrix(t, func(t *testing.T, be edgeBackend, r lockRecipe) {
 		addrs := be.addrs(t)
 		drv := be.driver(t, addrs)
 		del := be.operator(t, addrs)
 		path := r.path(t)
 		obs := observerConn(t, drv)
-		holder := edgeMustLock(t, r.open(t, flSession(t, drv), path))
+		holder := mustLock(t, r.open(t, lockSession(t, drv), path))
 		holder.Done() // arms the guard's watch of its node
-		ws := flSession(t, drv)
-		ch := edgeLockAsync(context.Background(), r.open(t, ws, path))
+		ws := lockSession(t, drv)
+		ch := lockAsync(context.Background(), r.open(t, ws, path))
 		r.queued(t, obs, path, 1)
-		edgeNotYet(t, ch, "the waiter")
+		lockPending(t, ch, "the waiter")
 
 		del(holder.Fence().Path)
 		if err := edgeEnded(t, holder, "holder"); !errors.Is(err, recipes.ErrNodeDeleted) || !errors.Is(err, recipes.ErrLost) {
 			t.Fatalf("holder: %v, want ErrNodeDeleted and ErrLost", err)
 		}
-		w := receive(t, "waiter", ch, flBound)
-		if w.err != nil {
-			t.Fatalf("waiter: %v", w.err)
-		}
+		w := awaitGrant(t, ch, "waiter")
 		if w.g.Token() <= holder.Token() {
 			t.Fatalf("waiter's token %d, the deleted holder's %d", w.g.Token(), holder.Token())
 		}
@@ -593,7 +434,7 @@ func TestLockEdgeHolderNodeDeleted(t *testing.T) {
 		} else if err := w.g.Err(); err != nil {
 			t.Errorf("the new holder's guard ended: %v", err)
 		}
-		edgeMustUnlock(t, w.g)
+		mustUnlock(t, w.g)
 		edgeEmpty(t, obs, r, path)
 	})
 }
@@ -610,7 +451,7 @@ func TestLockEdgeHolderNodeDeleted(t *testing.T) {
 // queue node, so the next waiter becomes a second head and the two are
 // granted in either order.
 func TestLockEdgeWaiterNodeDeleted(t *testing.T) {
-	edgeMatrix(t, func(t *testing.T, be edgeBackend, r edgeRecipe) {
+	edgeMatrix(t, func(t *testing.T, be edgeBackend, r lockRecipe) {
 		addrs := be.addrs(t)
 		drv := be.driver(t, addrs)
 		del := be.operator(t, addrs)
@@ -618,18 +459,18 @@ func TestLockEdgeWaiterNodeDeleted(t *testing.T) {
 		for _, pos := range []int{0, 1} {
 			t.Run(fmt.Sprintf("waiter%d", pos), func(t *testing.T) {
 				path := r.path(t)
-				holder := edgeMustLock(t, r.open(t, flSession(t, drv), path))
+				holder := mustLock(t, r.open(t, lockSession(t, drv), path))
 				const n = 3
 				var c mxChecker
 				sids := make([]string, n)
 				results := make([]chan error, n)
 				for i := range n {
-					s := flSession(t, drv)
+					s := lockSession(t, drv)
 					l := r.open(t, s, path)
 					sids[i] = s.ID()
 					results[i] = make(chan error, 1)
 					go func() {
-						ctx, cancel := context.WithTimeout(context.Background(), 2*flBound)
+						ctx, cancel := context.WithTimeout(context.Background(), 2*lockBound)
 						defer cancel()
 						g, err := l.lock(ctx)
 						if err == nil {
@@ -658,7 +499,7 @@ func TestLockEdgeWaiterNodeDeleted(t *testing.T) {
 							t.Fatalf("the deleted waiter: %v, want ErrNodeDeleted", err)
 						}
 						deletedFailed = true
-					case <-time.After(flBound):
+					case <-time.After(lockBound):
 						t.Fatal("the waiter whose node was deleted did not return")
 					}
 				} else if pos > 0 {
@@ -679,7 +520,7 @@ func TestLockEdgeWaiterNodeDeleted(t *testing.T) {
 					t.Fatalf("the holder's guard ended: %v", err)
 				}
 				first := holder.Token()
-				edgeMustUnlock(t, holder)
+				mustUnlock(t, holder)
 				for i := range n {
 					if i == pos && deletedFailed {
 						continue
@@ -689,7 +530,7 @@ func TestLockEdgeWaiterNodeDeleted(t *testing.T) {
 						if err != nil && !(i == pos && errors.Is(err, recipes.ErrNodeDeleted)) {
 							t.Fatalf("waiter %d: %v", i, err)
 						}
-					case <-time.After(2 * flBound):
+					case <-time.After(2 * lockBound):
 						t.Fatalf("waiter %d did not return", i)
 					}
 				}
@@ -746,7 +587,7 @@ func TestLockEdgeLostCreateReply(t *testing.T) {
 		{"standard", nil},
 		{"session", []session.Option{session.WithErrorPolicy(session.SessionPolicy)}},
 	}
-	edgeMatrix(t, func(t *testing.T, be edgeBackend, r edgeRecipe) {
+	edgeMatrix(t, func(t *testing.T, be edgeBackend, r lockRecipe) {
 		addrs := be.addrs(t)
 		direct := be.driver(t, addrs)
 		obs := observerConn(t, direct)
@@ -770,7 +611,7 @@ type edgePolicy struct {
 	opts []session.Option
 }
 
-func edgeLostCreateReply(t *testing.T, be edgeBackend, r edgeRecipe, addrs []string, obs backend.Conn,
+func edgeLostCreateReply(t *testing.T, be edgeBackend, r lockRecipe, addrs []string, obs backend.Conn,
 	direct backend.Driver, policy edgePolicy, contended bool) {
 	path := r.path(t)
 	// The create whose reply is lost: the mutex creates its owner node
@@ -789,24 +630,24 @@ func edgeLostCreateReply(t *testing.T, be edgeBackend, r edgeRecipe, addrs []str
 			once.Do(p.BlackholeReplies)
 		}
 	}
-	var holder edgeGuard
+	var holder lockGuard
 	if contended {
-		holder = edgeMustLock(t, r.open(t, flSession(t, direct), path))
+		holder = mustLock(t, r.open(t, lockSession(t, direct), path))
 	}
-	s := flSession(t, cd, policy.opts...)
+	s := lockSession(t, cd, policy.opts...)
 	conn := s.Conn().(*countingConn)
 	l := r.open(t, s, path)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, dropped := p.Dropped()
 	accepted := p.Accepted()
-	ch := edgeLockAsync(ctx, l)
+	ch := lockAsync(ctx, l)
 
 	// The server applied the create; once the proxy has dropped server
 	// bytes, the reply can no longer arrive on that connection.
 	edgeAwaitOwned(t, obs, []string{dir}, s.ID(), 1)
 	mxAwait(t, "the proxy to drop the create's reply", func() bool { _, n := p.Dropped(); return n > dropped })
-	edgeNotYet(t, ch, "Lock whose create reply was lost")
+	lockPending(t, ch, "Lock whose create reply was lost")
 	p.Unblackhole()
 
 	// Wait for the outcome: Lock returns, or (contended) waits behind the
@@ -815,7 +656,7 @@ func edgeLostCreateReply(t *testing.T, be edgeBackend, r edgeRecipe, addrs []str
 	if r.name == "mutex" {
 		parkedAt = 1 // the head of the queue watches the owner node
 	}
-	var res *edgeResult
+	var res *lockResult
 	mxAwait(t, "Lock to return or wait", func() bool {
 		select {
 		case got := <-ch:
@@ -832,10 +673,10 @@ func edgeLostCreateReply(t *testing.T, be edgeBackend, r edgeRecipe, addrs []str
 	case res == nil:
 		// Waiting behind the holder with exactly one queue node.
 		if own := edgeOwned(t, obs, r.dirs(path), s.ID()); len(own) != 1 {
-			t.Fatalf("waiting after a lost create reply with nodes %v, want exactly one", edgePaths(own))
+			t.Fatalf("waiting after a lost create reply with nodes %v, want exactly one", nodePaths(own))
 		}
 		cancel()
-		got := receive(t, "cancelled Lock", ch, flBound)
+		got := receive(t, "cancelled Lock", ch, lockBound)
 		if !errors.Is(got.err, context.Canceled) {
 			t.Fatalf("cancelled Lock: guard %v, err %v; want context.Canceled", got.g != nil, got.err)
 		}
@@ -862,14 +703,14 @@ func edgeLostCreateReply(t *testing.T, be edgeBackend, r edgeRecipe, addrs []str
 		own := edgeOwned(t, obs, r.dirs(path), s.ID())
 		if len(own) != 1 || own[0].Path != g.Fence().Path || own[0].Token != g.Token() {
 			t.Fatalf("holding after a lost create reply with nodes %v, want exactly the guard's %s (token %d)",
-				edgePaths(own), g.Fence().Path, g.Token())
+				nodePaths(own), g.Fence().Path, g.Token())
 		}
-		edgeMustUnlock(t, g)
+		mustUnlock(t, g)
 		edgeAwaitOwned(t, obs, r.dirs(path), s.ID(), 0)
 		t.Logf("%s policy: Lock granted with exactly one node (token %d); Unlock left nothing", policy.name, g.Token())
 	}
 	if holder != nil {
-		edgeMustUnlock(t, holder)
+		mustUnlock(t, holder)
 	}
 	edgeEmpty(t, obs, r, path)
 }
@@ -889,12 +730,12 @@ const edgeCancelIterations = 1000
 // No two holders ever overlap. At the end another session acquires at once
 // and the lock's directories are empty.
 func TestLockEdgeCancelAtRandomPoints(t *testing.T) {
-	edgeMatrix(t, func(t *testing.T, be edgeBackend, r edgeRecipe) {
+	edgeMatrix(t, func(t *testing.T, be edgeBackend, r lockRecipe) {
 		drv := be.driver(t, be.addrs(t))
 		path := r.path(t)
 		obs := observerConn(t, drv)
-		hl := r.open(t, flSession(t, drv), path)
-		wl := r.open(t, flSession(t, drv), path)
+		hl := r.open(t, lockSession(t, drv), path)
+		wl := r.open(t, lockSession(t, drv), path)
 		seed := uint64(time.Now().UnixNano())
 		rng := rand.New(rand.NewPCG(seed, 13))
 		var inside atomic.Bool
@@ -905,7 +746,7 @@ func TestLockEdgeCancelAtRandomPoints(t *testing.T) {
 			var release chan error
 			if rng.IntN(2) == 0 {
 				contended++
-				hg := edgeMustLock(t, hl)
+				hg := mustLock(t, hl)
 				if !inside.CompareAndSwap(false, true) {
 					t.Fatalf("iteration %d: two holders", i)
 				}
@@ -925,7 +766,7 @@ func TestLockEdgeCancelAtRandomPoints(t *testing.T) {
 				}
 				granted++
 				inside.Store(false)
-				edgeMustUnlock(t, g)
+				mustUnlock(t, g)
 			case errors.Is(err, context.DeadlineExceeded):
 				cancelled++
 			default:
@@ -937,7 +778,7 @@ func TestLockEdgeCancelAtRandomPoints(t *testing.T) {
 					if err != nil {
 						t.Fatalf("iteration %d: holder's Unlock: %v", i, err)
 					}
-				case <-time.After(flBound):
+				case <-time.After(lockBound):
 					t.Fatalf("iteration %d: the holder's Unlock did not return", i)
 				}
 			}
@@ -962,11 +803,11 @@ func TestLockEdgeCancelAtRandomPoints(t *testing.T) {
 			t.Errorf("the random delays never granted or never cancelled: %d granted, %d cancelled", granted, cancelled)
 		}
 		// Another session acquires at once: nothing is in its way.
-		g, err := r.open(t, flSession(t, drv), path).tryLock(context.Background())
+		g, err := r.open(t, lockSession(t, drv), path).tryLock(context.Background())
 		if err != nil {
 			t.Fatalf("another session after the loop: %v", err)
 		}
-		edgeMustUnlock(t, g)
+		mustUnlock(t, g)
 		edgeEmpty(t, obs, r, path)
 	})
 }
@@ -981,30 +822,30 @@ func TestLockEdgeCancelAtRandomPoints(t *testing.T) {
 // guard's Unlock returns nil, a second one ErrReleased. Another session
 // then acquires at once.
 func TestLockEdgeClose(t *testing.T) {
-	edgeMatrix(t, func(t *testing.T, be edgeBackend, r edgeRecipe) {
+	edgeMatrix(t, func(t *testing.T, be edgeBackend, r lockRecipe) {
 		drv := be.driver(t, be.addrs(t))
 		path := r.path(t)
 		obs := observerConn(t, drv)
-		as, bs := flSession(t, drv), flSession(t, drv)
+		as, bs := lockSession(t, drv), lockSession(t, drv)
 		la, lb := r.open(t, as, path), r.open(t, bs, path)
-		ga := edgeMustLock(t, la)
+		ga := mustLock(t, la)
 		ga.Done()
-		bWait := edgeLockAsync(context.Background(), lb)
+		bWait := lockAsync(context.Background(), lb)
 		r.queued(t, obs, path, 1)
-		aWait := edgeLockAsync(context.Background(), la)
+		aWait := lockAsync(context.Background(), la)
 		if la.waiting != nil {
 			mxAwait(t, "A's second goroutine to wait", func() bool { return la.waiting() == 1 })
 		} else {
 			r.queued(t, obs, path, 2)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), flBound)
+		ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 		defer cancel()
 		// B closes while it waits.
 		edgeCloseSession(t, obs, r, path, bs, lb, bWait, "B")
 		if err := ga.Err(); err != nil {
 			t.Fatalf("A's guard ended when B closed: %v", err)
 		}
-		edgeNotYet(t, aWait, "A's second Lock")
+		lockPending(t, aWait, "A's second Lock")
 
 		// A closes while it holds, and waits.
 		edgeCloseSession(t, obs, r, path, as, la, aWait, "A")
@@ -1018,11 +859,11 @@ func TestLockEdgeClose(t *testing.T) {
 			t.Fatalf("second Unlock: %v, want ErrReleased", err)
 		}
 
-		g, err := r.open(t, flSession(t, drv), path).tryLock(ctx)
+		g, err := r.open(t, lockSession(t, drv), path).tryLock(ctx)
 		if err != nil {
 			t.Fatalf("another session after both closed: %v", err)
 		}
-		edgeMustUnlock(t, g)
+		mustUnlock(t, g)
 		edgeEmpty(t, obs, r, path)
 	})
 }
@@ -1030,18 +871,18 @@ func TestLockEdgeClose(t *testing.T) {
 // edgeCloseSession closes s, whose Lock waits on waiting, and checks what
 // Close promises: the waiting Lock fails with ErrClosed, the session's nodes
 // are gone, a second Close is nil, and Lock and TryLock fail with ErrClosed.
-func edgeCloseSession(t *testing.T, obs backend.Conn, r edgeRecipe, path string, s *session.Session, l edgeLock, waiting <-chan edgeResult, who string) {
+func edgeCloseSession(t *testing.T, obs backend.Conn, r lockRecipe, path string, s *session.Session, l lockHandle, waiting <-chan lockResult, who string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
 	if err := s.Close(ctx); err != nil {
 		t.Fatalf("Close %s: %v", who, err)
 	}
-	if res := receive(t, who+"'s waiting Lock", waiting, flBound); !errors.Is(res.err, coordkit.ErrClosed) {
+	if res := receive(t, who+"'s waiting Lock", waiting, lockBound); !errors.Is(res.err, coordkit.ErrClosed) {
 		t.Fatalf("%s's waiting Lock after Close: guard %v, err %v; want ErrClosed", who, res.g != nil, res.err)
 	}
 	if own := edgeOwned(t, obs, r.dirs(path), s.ID()); len(own) > 0 {
-		t.Fatalf("%s's nodes after Close: %v", who, edgePaths(own))
+		t.Fatalf("%s's nodes after Close: %v", who, nodePaths(own))
 	}
 	if err := s.Close(ctx); err != nil {
 		t.Fatalf("second Close of %s: %v", who, err)
@@ -1077,7 +918,7 @@ const edgeHerdMeasured = 100
 // wait (a herd would make every one of them cost more), and then the others
 // cancel, which must leave nothing behind either.
 func TestLockEdgeNoHerd(t *testing.T) {
-	edgeMatrix(t, func(t *testing.T, be edgeBackend, r edgeRecipe) {
+	edgeMatrix(t, func(t *testing.T, be edgeBackend, r lockRecipe) {
 		addrs := be.addrs(t)
 		obs := observerConn(t, be.driver(t, addrs))
 		sessions := func(waiters int) int {
@@ -1106,7 +947,7 @@ type edgeCost struct {
 // holder, then releases it; each waiter unlocks as soon as it is granted. It
 // returns the requests and watch events per handoff over the first measured
 // handoffs, then cancels the waiters still queued.
-func edgeHandoffCost(t *testing.T, be edgeBackend, r edgeRecipe, addrs []string, obs backend.Conn, waiters, sessions, measured int) edgeCost {
+func edgeHandoffCost(t *testing.T, be edgeBackend, r lockRecipe, addrs []string, obs backend.Conn, waiters, sessions, measured int) edgeCost {
 	t.Helper()
 	var cost edgeCost
 	t.Run(fmt.Sprint(waiters), func(t *testing.T) {
@@ -1118,8 +959,8 @@ func edgeHandoffCost(t *testing.T, be edgeBackend, r edgeRecipe, addrs []string,
 		// Long sessions that outlive a stall of a loaded machine: with
 		// hundreds of sessions, keepalives and pings are a load of their own.
 		ss := edgeSessions(t, cd, sessions+1, session.WithTTL(30*time.Second), session.WithErrorPolicy(session.SessionPolicy))
-		holder := edgeMustLock(t, r.open(t, ss[0], path))
-		locks := make([]edgeLock, sessions)
+		holder := mustLock(t, r.open(t, ss[0], path))
+		locks := make([]lockHandle, sessions)
 		for i, s := range ss[1:] {
 			locks[i] = r.open(t, s, path)
 		}
@@ -1254,11 +1095,11 @@ func edgeHandoffCost(t *testing.T, be edgeBackend, r edgeRecipe, addrs []string,
 // guard is live; two goroutines racing to Unlock the same guard get exactly
 // one nil and one ErrReleased, and a third Unlock gets ErrReleased.
 func TestLockEdgeOneHandle(t *testing.T) {
-	edgeMatrix(t, func(t *testing.T, be edgeBackend, r edgeRecipe) {
+	edgeMatrix(t, func(t *testing.T, be edgeBackend, r lockRecipe) {
 		drv := be.driver(t, be.addrs(t))
 		path := r.path(t)
-		shared := r.open(t, flSession(t, drv), path)
-		other := r.open(t, flSession(t, drv), path)
+		shared := r.open(t, lockSession(t, drv), path)
+		other := r.open(t, lockSession(t, drv), path)
 		rounds := 10
 		if r.name == "fairlock" {
 			rounds = 4 // every Lock queues a node of its own
@@ -1266,13 +1107,13 @@ func TestLockEdgeOneHandle(t *testing.T) {
 		var inside atomic.Bool
 		var grants atomic.Int64
 		var wg sync.WaitGroup
-		run := func(l edgeLock, goroutines int) {
+		run := func(l lockHandle, goroutines int) {
 			for range goroutines {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					for range rounds {
-						ctx, cancel := context.WithTimeout(context.Background(), 2*flBound)
+						ctx, cancel := context.WithTimeout(context.Background(), 2*lockBound)
 						g, err := l.lock(ctx)
 						cancel()
 						if err != nil {

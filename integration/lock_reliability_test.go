@@ -50,129 +50,14 @@ import (
 	"github.com/coordkit/coordkit/integration"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/fence"
-	"github.com/coordkit/coordkit/recipes/mutex"
 	"github.com/coordkit/coordkit/session"
 )
 
-// ---- the two locks behind one shape -----------------------------------
-
-// relGuard is what the Guards of both locks are.
-type relGuard interface {
-	recipes.Held
-	Unlock(ctx context.Context) error
-}
-
-// relLock is a lock of either kind on one session.
-type relLock struct {
-	lock, try func(ctx context.Context) (relGuard, error)
-}
-
-// lockKind is one of the locks under test.
-type lockKind struct {
-	name string
-	open func(t testing.TB, s *session.Session, path string) relLock
-	// waiters counts the processes queued behind the holder.
-	waiters func(ctx context.Context, conn backend.Conn, path string) (int, error)
-	// freshTokens: every grant carries a token of its own (fairlock). A
-	// mutex process keeps its token across local handoffs.
-	freshTokens bool
-}
-
-// asRel adapts a lock method to relLock (a nil *Guard must not become a
-// non-nil relGuard).
-func asRel[G relGuard](f func(context.Context) (G, error)) func(context.Context) (relGuard, error) {
-	return func(ctx context.Context) (relGuard, error) {
-		g, err := f(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return g, nil
-	}
-}
-
-var lockKinds = []lockKind{
-	{
-		name: "mutex",
-		open: func(t testing.TB, s *session.Session, path string) relLock {
-			m := mxMutex(t, s, path)
-			return relLock{asRel(m.Lock), asRel(m.TryLock)}
-		},
-		waiters: func(ctx context.Context, conn backend.Conn, path string) (int, error) {
-			kids, err := conn.Children(ctx, path+"/"+mutex.QueueName)
-			return len(kids), err
-		},
-	},
-	{
-		name:        "fairlock",
-		freshTokens: true,
-		open: func(t testing.TB, s *session.Session, path string) relLock {
-			l := flLock(t, s, path)
-			return relLock{asRel(l.Lock), asRel(l.TryLock)}
-		},
-		waiters: func(ctx context.Context, conn backend.Conn, path string) (int, error) {
-			kids, err := conn.Children(ctx, path)
-			return len(kids) - 1, err // one of them is the holder's
-		},
-	},
-}
-
-// relGrant is the outcome of a Lock and when it returned.
-type relGrant struct {
-	g   relGuard
-	err error
-	at  time.Time
-}
-
-// lockAsync runs Lock on a goroutine that ends when Lock returns (at the
-// latest when the session is closed at the end of the test).
-func lockAsync(l relLock) <-chan relGrant {
-	ch := make(chan relGrant, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*flBound)
-		defer cancel()
-		g, err := l.lock(ctx)
-		ch <- relGrant{g, err, time.Now()}
-	}()
-	return ch
-}
-
-func awaitGrant(t *testing.T, ch <-chan relGrant, who string) relGrant {
-	t.Helper()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			t.Fatalf("%s: Lock: %v", who, r.err)
-		}
-		return r
-	case <-time.After(flBound):
-		t.Fatalf("%s: not granted within %v", who, flBound)
-	}
-	return relGrant{}
-}
-
-func mustLock(t *testing.T, l relLock) relGuard {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
-	defer cancel()
-	g, err := l.lock(ctx)
-	if err != nil {
-		t.Fatalf("Lock: %v", err)
-	}
-	return g
-}
-
-func mustUnlock(t *testing.T, g relGuard) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
-	defer cancel()
-	if err := g.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock (token %d): %v", g.Token(), err)
-	}
-}
+// ---- helpers (the two locks' shared shape is in locks_test.go) ---------
 
 // awaitWaiters polls, through errors (the observer may be reconnecting
 // after a failover), until at least n processes queue behind the holder.
-func awaitWaiters(t *testing.T, k lockKind, conn backend.Conn, path string, n int) {
+func awaitWaiters(t *testing.T, k lockRecipe, conn backend.Conn, path string, n int) {
 	t.Helper()
 	mxAwait(t, fmt.Sprintf("%d waiters queued on %s", n, path), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -198,13 +83,13 @@ func notSuspended(s *session.Session, deadline time.Time) bool {
 // test ends.
 func relNode(t *testing.T, conn backend.Conn, path, data string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
 	if _, err := conn.Create(ctx, path, []byte(data), backend.CreateOptions{}); err != nil {
 		t.Fatalf("create %s: %v", path, err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), flBound)
+		ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 		defer cancel()
 		if err := conn.Delete(ctx, path, backend.AnyVersion); err != nil && !errors.Is(err, backend.ErrNoNode) {
 			t.Errorf("delete %s: %v", path, err)
@@ -214,7 +99,7 @@ func relNode(t *testing.T, conn backend.Conn, path, data string) {
 
 // fencedSet writes data to path with fence.Set: only while g holds, checked
 // by the server in the same transaction.
-func fencedSet(s *session.Session, g relGuard, path, data string) error {
+func fencedSet(s *session.Session, g lockGuard, path, data string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), slack)
 	defer cancel()
 	_, err := fence.Set(ctx, s.Conn(), g, path, []byte(data), backend.AnyVersion)
@@ -242,9 +127,9 @@ func writeCounter(conn backend.Conn, path string, v int64) error {
 
 // sameHolder checks that the node of g is still there, the same
 // incarnation, owned by the session owner.
-func sameHolder(t *testing.T, conn backend.Conn, g relGuard, owner string) {
+func sameHolder(t *testing.T, conn backend.Conn, g lockGuard, owner string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
 	n, err := conn.Get(ctx, g.Fence().Path)
 	if err != nil || n.Owner != owner || n.Token != g.Token() {
@@ -284,7 +169,7 @@ type relChange struct {
 
 type relUser struct {
 	s *session.Session
-	l relLock
+	l lockHandle
 }
 
 // track records the session's state changes until the test ends.
@@ -298,7 +183,7 @@ func (w *relWork) track(s *session.Session) {
 }
 
 // enter starts a critical section of g and records how g ends.
-func (w *relWork) enter(s *session.Session, g relGuard) *relHold {
+func (w *relWork) enter(s *session.Session, g lockGuard) *relHold {
 	w.c.enter(s.ID(), g.Token())
 	h := &relHold{sid: s.ID(), token: g.Token(), granted: time.Now()}
 	w.mu.Lock()
@@ -316,7 +201,7 @@ func (w *relWork) enter(s *session.Session, g relGuard) *relHold {
 // finish does the writes of the section, leaves it and unlocks. The
 // section is acknowledged if its fenced write succeeded: the counter
 // advances and FS is written with the token.
-func (w *relWork) finish(s *session.Session, g relGuard) (acked bool) {
+func (w *relWork) finish(s *session.Session, g lockGuard) (acked bool) {
 	v := w.counter.Load()
 	if err := fencedSet(s, g, w.data, strconv.FormatInt(v+1, 10)); err == nil {
 		w.counter.Store(v + 1)
@@ -327,7 +212,7 @@ func (w *relWork) finish(s *session.Session, g relGuard) (acked bool) {
 		acked = true
 	}
 	w.c.leave()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
 	if err := g.Unlock(ctx); err != nil {
 		if errors.Is(err, backend.ErrConnectionLoss) {
@@ -364,7 +249,7 @@ func (w *relWork) run(u relUser, rounds int, deadline time.Time) {
 }
 
 // verify applies the oracles once every section is done.
-func (w *relWork) verify(t *testing.T, k lockKind) {
+func (w *relWork) verify(t *testing.T, k lockRecipe) {
 	t.Helper()
 	w.mu.Lock()
 	n := len(w.holds)
@@ -420,14 +305,14 @@ func TestLockReliabilityLeaderKilled(t *testing.T) {
 	for _, c := range clusters {
 		t.Run(c.bc.name, func(t *testing.T) {
 			mc := c.start(t)
-			for _, k := range lockKinds {
+			for _, k := range lockRecipes {
 				t.Run(k.name, func(t *testing.T) { testLeaderKilled(t, c.bc, mc, k) })
 			}
 		})
 	}
 }
 
-func testLeaderKilled(t *testing.T, bc backendCase, mc memberControl, k lockKind) {
+func testLeaderKilled(t *testing.T, bc backendCase, mc memberControl, k lockRecipe) {
 	const users, rounds = 3, 3
 	drv := bc.driver(t, mc.addrs)
 	obs := observerConn(t, drv)
@@ -437,13 +322,13 @@ func testLeaderKilled(t *testing.T, bc backendCase, mc memberControl, k lockKind
 	relNode(t, obs, w.data, "0")
 	us := make([]relUser, users)
 	for i := range us {
-		s := flSession(t, drv)
+		s := lockSession(t, drv)
 		w.track(s)
 		us[i] = relUser{s, k.open(t, s, path)}
 	}
 	g := mustLock(t, us[0].l)
 	held := w.enter(us[0].s, g)
-	deadline := time.Now().Add(3 * flBound)
+	deadline := time.Now().Add(3 * lockBound)
 	var wg sync.WaitGroup
 	for _, u := range us[1:] {
 		wg.Go(func() { w.run(u, rounds, deadline) })
@@ -480,7 +365,7 @@ func testLeaderKilled(t *testing.T, bc backendCase, mc memberControl, k lockKind
 		}
 	}
 	t.Logf("BOUND %s %s leader killed (T=%v): member %d killed, member %d leads %v later; the holder %s; first grant to another session %v after the kill; %d sections, %d acknowledged, all done %v after the kill; %d Lock calls repeated after a suspension",
-		bc.name, k.name, flTTL, leader, elected, electedAfter.Round(time.Millisecond), holder, handoff.Round(time.Millisecond), len(w.holds), w.acked.Load(), doneAfter.Round(time.Millisecond), w.retries.Load())
+		bc.name, k.name, lockTTL, leader, elected, electedAfter.Round(time.Millisecond), holder, handoff.Round(time.Millisecond), len(w.holds), w.acked.Load(), doneAfter.Round(time.Millisecond), w.retries.Load())
 	for _, h := range w.holds {
 		if errors.Is(h.err, recipes.ErrLost) {
 			t.Logf("  guard of session %s (token %d) granted %v, lost %v after the kill: %v", h.sid, h.token, h.granted.Sub(t0).Round(time.Millisecond), h.ended.Sub(t0).Round(time.Millisecond), h.err)
@@ -506,27 +391,27 @@ var relPolicies = []relPolicy{{"standard", session.StandardPolicy, true}, {"sess
 // all on one lock.
 type relPartition struct {
 	bc      backendCase
-	k       lockKind
+	k       lockRecipe
 	pol     relPolicy
 	T       time.Duration
 	proxy   *integration.Proxy
 	holder  *observed // the holder's session, with its state changes
 	comp    *session.Session
-	hl      relLock // the holder's lock
-	probe   relLock
+	hl      lockHandle // the holder's lock
+	probe   lockHandle
 	obs     backend.Conn
 	path    string
 	data    string // written with fence.Set
 	fs      *fence.Register[int64]
-	g       relGuard        // the holder's guard
-	waiting <-chan relGrant // the competitor's Lock
+	g       lockGuard         // the holder's guard
+	waiting <-chan lockResult // the competitor's Lock
 }
 
 // relPartitionCases runs fn in a parallel subtest for every backend, lock
 // and error policy, on the shared servers.
 func relPartitionCases(t *testing.T, T time.Duration, fn func(*testing.T, *relPartition)) {
 	for _, bc := range backendCases {
-		for _, k := range lockKinds {
+		for _, k := range lockRecipes {
 			for _, pol := range relPolicies {
 				t.Run(bc.name+"/"+k.name+"/"+pol.name, func(t *testing.T) {
 					t.Parallel()
@@ -539,22 +424,26 @@ func relPartitionCases(t *testing.T, T time.Duration, fn func(*testing.T, *relPa
 
 // newRelPartition sets up the holder (holding, its token in FS) and the
 // competitor (queued behind it).
-func newRelPartition(t *testing.T, bc backendCase, k lockKind, pol relPolicy, T time.Duration) *relPartition {
+func newRelPartition(t *testing.T, bc backendCase, k lockRecipe, pol relPolicy, T time.Duration) *relPartition {
 	addrs := sharedAddrs(t, bc.name)
 	direct := bc.driver(t, addrs)
 	root := faultRoot(t)
 	p := &relPartition{bc: bc, k: k, pol: pol, T: T, proxy: integration.NewProxy(t, addrs[0]), obs: observerConn(t, direct),
 		path: root + "/lock", data: root + "/data", fs: fence.NewRegister[int64](0)}
 	p.holder = openObserved(t, bc.driver(t, []string{p.proxy.Addr()}), session.WithTTL(T), session.WithErrorPolicy(pol.p))
-	p.comp = flSession(t, direct)
+	p.comp = lockSession(t, direct)
 	p.hl = k.open(t, p.holder.s, p.path)
-	p.probe = k.open(t, flSession(t, direct), p.path)
+	p.probe = k.open(t, lockSession(t, direct), p.path)
 	relNode(t, p.obs, p.data, "")
 	p.g = mustLock(t, p.hl)
 	if err := p.fs.Store(p.g.Token(), 1); err != nil {
 		t.Fatal(err)
 	}
-	p.waiting = lockAsync(k.open(t, p.comp, p.path))
+	// The competitor's Lock ends when it is granted, or at the latest when
+	// the test ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*lockBound)
+	t.Cleanup(cancel)
+	p.waiting = lockAsync(ctx, k.open(t, p.comp, p.path))
 	awaitWaiters(t, k, p.obs, p.path, 1)
 	p.noGrant(t, "before the partition")
 	return p
@@ -564,19 +453,15 @@ func newRelPartition(t *testing.T, bc backendCase, k lockKind, pol relPolicy, T 
 // probe's TryLock finds the lock taken.
 func (p *relPartition) noGrant(t *testing.T, when string) {
 	t.Helper()
-	select {
-	case r := <-p.waiting:
-		t.Fatalf("%s: the competitor's Lock returned (err %v) while the holder held", when, r.err)
-	default:
-	}
+	lockPending(t, p.waiting, when+": the competitor's Lock")
 	p.probeLocked(t, when)
 }
 
 func (p *relPartition) probeLocked(t *testing.T, when string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
-	g, err := p.probe.try(ctx)
+	g, err := p.probe.tryLock(ctx)
 	if g != nil {
 		g.Unlock(ctx)
 	}
@@ -587,7 +472,7 @@ func (p *relPartition) probeLocked(t *testing.T, when string) {
 
 // handedOver checks the competitor's grant: a larger token, accepted by FS,
 // after which FS refuses the old holder's token.
-func (p *relPartition) handedOver(t *testing.T, r relGrant) {
+func (p *relPartition) handedOver(t *testing.T, r lockResult) {
 	t.Helper()
 	if r.g.Token() <= p.g.Token() {
 		t.Fatalf("the competitor's token %d is not above the old holder's %d", r.g.Token(), p.g.Token())
@@ -602,7 +487,7 @@ func (p *relPartition) handedOver(t *testing.T, r relGrant) {
 
 // release unlocks the competitor and checks that nothing of the lock is
 // left.
-func (p *relPartition) release(t *testing.T, r relGrant) {
+func (p *relPartition) release(t *testing.T, r lockResult) {
 	t.Helper()
 	mustUnlock(t, r.g)
 	noLeftovers(t, p.obs, p.path)
@@ -726,9 +611,9 @@ func TestLockReliabilityLongPartition(t *testing.T) {
 			p.bc.name, p.k.name, p.pol.name, p.T, suspended.Round(time.Millisecond), lostAfter.Round(time.Millisecond), p.bc.suspendBound(p.T), p.bc.lostBound(p.T), guardEnd, granted, max(0, guardEnd-granted))
 
 		p.proxy.Unblackhole()
-		ctx, cancel := context.WithTimeout(context.Background(), flBound)
+		ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 		defer cancel()
-		if g, err := p.hl.try(ctx); !errors.Is(err, coordkit.ErrSessionLost) && !errors.Is(err, coordkit.ErrClosed) {
+		if g, err := p.hl.tryLock(ctx); !errors.Is(err, coordkit.ErrSessionLost) && !errors.Is(err, coordkit.ErrClosed) {
 			if g != nil {
 				g.Unlock(ctx)
 			}
@@ -788,13 +673,13 @@ func TestLockHolderChildProcess(t *testing.T) {
 		t.Fatalf("%s: %v", lockChildEnv, err)
 	}
 	var bc backendCase
-	var k lockKind
+	var k lockRecipe
 	for _, b := range backendCases {
 		if b.name == spec.Backend {
 			bc = b
 		}
 	}
-	for _, l := range lockKinds {
+	for _, l := range lockRecipes {
 		if l.name == spec.Kind {
 			k = l
 		}
@@ -802,8 +687,8 @@ func TestLockHolderChildProcess(t *testing.T) {
 	if bc.driver == nil || k.open == nil {
 		t.Fatalf("unknown backend %q or lock %q", spec.Backend, spec.Kind)
 	}
-	s := flSession(t, bc.driver(t, spec.Addrs), session.WithTTL(spec.TTL))
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	s := lockSession(t, bc.driver(t, spec.Addrs), session.WithTTL(spec.TTL))
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
 	data, err := counterDriver(t, bc, spec.Addrs).Open(ctx, 30*time.Second)
 	if err != nil {
@@ -840,7 +725,7 @@ func TestLockHolderChildProcess(t *testing.T) {
 		}
 		say("WROTE", v+1)
 	}
-	uctx, ucancel := context.WithTimeout(context.Background(), flBound)
+	uctx, ucancel := context.WithTimeout(context.Background(), lockBound)
 	defer ucancel()
 	if err := g.Unlock(uctx); err != nil {
 		// KNOWN ISSUE (mutex): Unlock of a lost guard can return the
@@ -977,8 +862,8 @@ func (c *lockChild) expect(verb string) []string {
 			c.fail("the child said %q, want %s", f, verb)
 		}
 		return f
-	case <-time.After(flBound):
-		c.fail("the child did not say %s within %v", verb, flBound)
+	case <-time.After(lockBound):
+		c.fail("the child did not say %s within %v", verb, lockBound)
 	}
 	return nil
 }
@@ -1024,7 +909,7 @@ func (c *lockChild) signal(sig os.Signal) {
 func TestLockReliabilityPausedHolder(t *testing.T) {
 	const T = 3 * time.Second
 	for _, bc := range backendCases {
-		for _, k := range lockKinds {
+		for _, k := range lockRecipes {
 			t.Run(bc.name+"/"+k.name, func(t *testing.T) {
 				t.Parallel()
 				testPausedHolder(t, bc, k, T)
@@ -1033,7 +918,7 @@ func TestLockReliabilityPausedHolder(t *testing.T) {
 	}
 }
 
-func testPausedHolder(t *testing.T, bc backendCase, k lockKind, T time.Duration) {
+func testPausedHolder(t *testing.T, bc backendCase, k lockRecipe, T time.Duration) {
 	addrs := sharedAddrs(t, bc.name)
 	drv := bc.driver(t, addrs)
 	data := observerConn(t, drv)
@@ -1062,7 +947,7 @@ func testPausedHolder(t *testing.T, bc backendCase, k lockKind, T time.Duration)
 	// The child has read the counter and waits to write read+1.
 	stopped := time.Now()
 	child.signal(syscall.SIGSTOP)
-	ps := flSession(t, drv)
+	ps := lockSession(t, drv)
 	g := mustLock(t, k.open(t, ps, spec.Lock))
 	granted := time.Since(stopped)
 	if g.Token() <= childToken {
@@ -1099,7 +984,7 @@ func testPausedHolder(t *testing.T, bc backendCase, k lockKind, T time.Duration)
 	child.stdin.Close()
 	select {
 	case <-child.done:
-	case <-time.After(flBound):
+	case <-time.After(lockBound):
 		child.fail("the child's guard did not end")
 	}
 	select {
@@ -1107,7 +992,7 @@ func testPausedHolder(t *testing.T, bc backendCase, k lockKind, T time.Duration)
 		if child.err != nil {
 			child.fail("the child failed: %v", child.err)
 		}
-	case <-time.After(flBound):
+	case <-time.After(lockBound):
 		child.fail("the child did not exit")
 	}
 	if f := child.expect("UNLOCK"); f[1] != "ok" {
@@ -1120,7 +1005,7 @@ func testPausedHolder(t *testing.T, bc backendCase, k lockKind, T time.Duration)
 	if staleAccepted > 0 {
 		t.Fatalf("the fenced node accepted %d writes of the paused holder after token %d", staleAccepted, g.Token())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), flBound)
+	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
 	if n, err := data.Get(ctx, spec.Fenced); err != nil || string(n.Data) != mine {
 		t.Fatalf("fenced node: %q (%v), want %q", n.Data, err, mine)

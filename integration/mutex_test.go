@@ -1,14 +1,13 @@
 package integration_test
 
 // recipes/mutex on real servers: the shared standalone ZooKeeper and the
-// shared single etcd member. Tests wait on channels bounded by mxBound; they
-// never sleep to order events.
+// shared single etcd member. Tests wait on channels bounded by lockBound;
+// they never sleep to order events.
 
 import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,43 +25,8 @@ import (
 	"github.com/coordkit/coordkit/session"
 )
 
-// mxBound is how long something that must happen promptly may take on a
-// loaded machine under -race.
-const mxBound = 20 * time.Second
-
-// mxTTL is the session timeout of the tests' sessions.
-const mxTTL = 8 * time.Second
-
-var mxBackends = []struct {
-	name   string
-	driver func(t testing.TB) backend.Driver
-}{
-	{"zookeeper", func(t testing.TB) backend.Driver { return openZooKeeperDriver(t, sharedZK.Get(t).Addrs()) }},
-	{"etcd", func(t testing.TB) backend.Driver { return openEtcdDriver(t, sharedEtcd.Get(t).Endpoints()) }},
-}
-
 // mxPath returns a lock path of the test's own.
-func mxPath(t testing.TB) string {
-	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
-	return "/coordkit-mutex/" + name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-}
-
-// mxSession opens a session that is closed when the test ends.
-func mxSession(t testing.TB, drv backend.Driver) *session.Session {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), mxBound)
-	defer cancel()
-	s, err := session.New(ctx, drv, session.WithTTL(mxTTL))
-	if err != nil {
-		t.Fatalf("session.New: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), mxBound)
-		defer cancel()
-		s.Close(ctx)
-	})
-	return s
-}
+func mxPath(t testing.TB) string { return testPath(t, "/coordkit-mutex") }
 
 func mxMutex(t testing.TB, s *session.Session, path string, opts ...mutex.Option) *mutex.Mutex {
 	t.Helper()
@@ -150,7 +114,7 @@ func mxHammer(t *testing.T, c *mxChecker, users []mxUser, goroutines, rounds int
 			go func() {
 				defer wg.Done()
 				for range rounds {
-					ctx, cancel := context.WithTimeout(context.Background(), 2*mxBound)
+					ctx, cancel := context.WithTimeout(context.Background(), 2*lockBound)
 					g, err := u.m.Lock(ctx)
 					cancel()
 					if err != nil {
@@ -176,13 +140,13 @@ func mxHammer(t *testing.T, c *mxChecker, users []mxUser, goroutines, rounds int
 // the lock in turn; no two critical sections overlap, tokens never go back
 // and grow whenever the lock changes sessions, and nothing is left behind.
 func TestMutexExclusionAcrossSessions(t *testing.T) {
-	for _, be := range mxBackends {
+	for _, be := range lockBackends {
 		t.Run(be.name, func(t *testing.T) {
 			drv := be.driver(t)
 			path := mxPath(t)
 			var users []mxUser
 			for range 4 {
-				s := mxSession(t, drv)
+				s := lockSession(t, drv)
 				users = append(users, mxUser{mxMutex(t, s, path, mutex.WithMaxLocalHandoffs(2)), s.ID()})
 			}
 			var c mxChecker
@@ -201,11 +165,11 @@ func TestMutexExclusionAcrossSessions(t *testing.T) {
 // TestMutexGoroutines32: 32 goroutines of one process share one
 // acquisition at a time; the lock passes between them locally.
 func TestMutexGoroutines32(t *testing.T) {
-	for _, be := range mxBackends {
+	for _, be := range lockBackends {
 		t.Run(be.name, func(t *testing.T) {
 			drv := be.driver(t)
 			path := mxPath(t)
-			s := mxSession(t, drv)
+			s := lockSession(t, drv)
 			var c mxChecker
 			mxHammer(t, &c, []mxUser{{mxMutex(t, s, path), s.ID()}}, 32, 20)
 			c.verify(t, 32*20)
@@ -231,7 +195,7 @@ func TestMutexHolderSessionExpired(t *testing.T) {
 	t.Run("zookeeper", func(t *testing.T) {
 		addrs := sharedZK.Get(t).Addrs()
 		proxy := integration.NewZooKeeperProxy(t, addrs[0])
-		hs := mxSession(t, openZooKeeperDriver(t, []string{proxy.Addr()}))
+		hs := lockSession(t, openZooKeeperDriver(t, []string{proxy.Addr()}))
 		direct := openZooKeeperDriver(t, addrs)
 		mxExpiry(t, hs, direct, func() {
 			sid, err := strconv.ParseUint(hs.ID(), 16, 64)
@@ -246,7 +210,7 @@ func TestMutexHolderSessionExpired(t *testing.T) {
 	t.Run("etcd", func(t *testing.T) {
 		eps := sharedEtcd.Get(t).Endpoints()
 		drv := openEtcdDriver(t, eps)
-		hs := mxSession(t, drv)
+		hs := lockSession(t, drv)
 		mxExpiry(t, hs, drv, func() {
 			lease, err := strconv.ParseUint(hs.ID(), 16, 64)
 			if err != nil {
@@ -262,7 +226,7 @@ func TestMutexHolderSessionExpired(t *testing.T) {
 func mxExpiry(t *testing.T, hs *session.Session, other backend.Driver, expire func()) {
 	path := mxPath(t)
 	mh := mxMutex(t, hs, path)
-	ws := mxSession(t, other)
+	ws := lockSession(t, other)
 	mw := mxMutex(t, ws, path)
 	store := fence.NewRegister(0)
 
@@ -296,7 +260,7 @@ func mxExpiry(t *testing.T, hs *session.Session, other backend.Driver, expire fu
 	expire()
 	select {
 	case <-holder.Done():
-	case <-time.After(mxBound):
+	case <-time.After(lockBound):
 		t.Fatal("the holder's Done did not fire after its session ended on the server")
 	}
 	if err := holder.Err(); !errors.Is(err, recipes.ErrLost) {
@@ -306,7 +270,7 @@ func mxExpiry(t *testing.T, hs *session.Session, other backend.Driver, expire fu
 	var r res
 	select {
 	case r = <-waiter:
-	case <-time.After(mxBound):
+	case <-time.After(lockBound):
 		t.Fatal("the waiting session did not get the lock")
 	}
 	if r.err != nil {
@@ -327,7 +291,7 @@ func mxExpiry(t *testing.T, hs *session.Session, other backend.Driver, expire fu
 		if !errors.Is(err, coordkit.ErrSessionLost) {
 			t.Fatalf("the holder process's waiting goroutine: %v, want ErrSessionLost", err)
 		}
-	case <-time.After(mxBound):
+	case <-time.After(lockBound):
 		t.Fatal("the holder process's waiting goroutine did not return")
 	}
 	if err := holder.Unlock(context.Background()); err != nil {
@@ -343,7 +307,7 @@ func mxExpiry(t *testing.T, hs *session.Session, other backend.Driver, expire fu
 // signal the test can wait on, until it holds.
 func mxAwait(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(mxBound)
+	deadline := time.Now().Add(lockBound)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -355,12 +319,12 @@ func mxAwait(t *testing.T, what string, cond func() bool) {
 // TestMutexCancelLeavesNothing: Lock calls cancelled while another session
 // holds leave no queue node behind.
 func TestMutexCancelLeavesNothing(t *testing.T) {
-	for _, be := range mxBackends {
+	for _, be := range lockBackends {
 		t.Run(be.name, func(t *testing.T) {
 			drv := be.driver(t)
 			path := mxPath(t)
-			mh := mxMutex(t, mxSession(t, drv), path)
-			mw := mxMutex(t, mxSession(t, drv), path)
+			mh := mxMutex(t, lockSession(t, drv), path)
+			mw := mxMutex(t, lockSession(t, drv), path)
 			obs := observerConn(t, drv)
 			g, err := mh.Lock(context.Background())
 			if err != nil {
@@ -428,7 +392,7 @@ func benchMutex(b *testing.B, drv backend.Driver, sessions, goroutines int) {
 	path := mxPath(b)
 	var ms []*mutex.Mutex
 	for range sessions {
-		ms = append(ms, mxMutex(b, mxSession(b, drv), path))
+		ms = append(ms, mxMutex(b, lockSession(b, drv), path))
 	}
 	ctx := context.Background()
 	work := make(chan struct{}, sessions*goroutines)

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -143,10 +142,8 @@ func sharedAddrs(t *testing.T, name string) []string {
 	return sharedEtcd.Get(t).Endpoints()
 }
 
-func faultRoot(t *testing.T) string {
-	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
-	return "/coordkit-faults/" + name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-}
+// faultRoot returns a root path of the test's own.
+func faultRoot(t *testing.T) string { return testPath(t, "/coordkit-faults") }
 
 // nodeGone waits, with a watch, until the node at path is gone as seen by
 // conn, and returns how long that took.
