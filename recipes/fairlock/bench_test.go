@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coordkit/coordkit/backend/memory"
 	"github.com/coordkit/coordkit/recipes/fairlock"
+	"github.com/coordkit/coordkit/recipes/internal/locktest"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -15,49 +15,37 @@ import (
 // own cost (allocations, goroutines, bookkeeping), not a server's. The
 // real-server benchmarks are in the integration module.
 
-func benchSession(b *testing.B, drv *memory.Driver) *session.Session {
+// benchLocks returns n Locks on path, each on a session of its own, all on
+// one memory driver.
+func benchLocks(b *testing.B, path string, n int) []*fairlock.Lock {
 	b.Helper()
-	s, err := session.New(context.Background(), drv, session.WithTTL(time.Minute))
-	if err != nil {
-		b.Fatal(err)
+	drv := locktest.NewDriver(b)
+	locks := make([]*fairlock.Lock, n)
+	for i := range locks {
+		l, err := fairlock.New(locktest.OpenSession(b, drv, session.WithTTL(time.Minute)), path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		locks[i] = l
 	}
-	b.Cleanup(func() { s.Close(context.Background()) })
-	return s
+	return locks
 }
 
 // BenchmarkUncontended: one Lock + Unlock cycle with nobody else queued.
 func BenchmarkUncontended(b *testing.B) {
-	drv := memory.New()
-	b.Cleanup(func() { drv.Close() })
-	l, err := fairlock.New(benchSession(b, drv), "/bench/uncontended")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		g, err := l.Lock(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := g.Unlock(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acquires/s")
+	benchUncontended(b, context.Background())
 }
 
 // BenchmarkUncontendedCancellable: as BenchmarkUncontended with a ctx that
 // can be cancelled, which runs the create on its own goroutine.
 func BenchmarkUncontendedCancellable(b *testing.B) {
-	drv := memory.New()
-	b.Cleanup(func() { drv.Close() })
-	l, err := fairlock.New(benchSession(b, drv), "/bench/uncontended")
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	benchUncontended(b, ctx)
+}
+
+func benchUncontended(b *testing.B, ctx context.Context) {
+	l := benchLocks(b, "/bench/uncontended", 1)[0]
 	b.ReportAllocs()
 	for b.Loop() {
 		g, err := l.Lock(ctx)
@@ -74,17 +62,7 @@ func BenchmarkUncontendedCancellable(b *testing.B) {
 // BenchmarkContended4Sessions: four sessions, one goroutine each, take
 // turns; every acquisition but the first is a handoff through a watch.
 func BenchmarkContended4Sessions(b *testing.B) {
-	drv := memory.New()
-	b.Cleanup(func() { drv.Close() })
-	const n = 4
-	locks := make([]*fairlock.Lock, n)
-	for i := range locks {
-		l, err := fairlock.New(benchSession(b, drv), "/bench/contended")
-		if err != nil {
-			b.Fatal(err)
-		}
-		locks[i] = l
-	}
+	locks := benchLocks(b, "/bench/contended", 4)
 	ctx := context.Background()
 	work := make(chan struct{}, b.N)
 	for range b.N {

@@ -18,9 +18,9 @@ import (
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
-	"github.com/coordkit/coordkit/backend/memory"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/fairlock"
+	"github.com/coordkit/coordkit/recipes/internal/locktest"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -33,61 +33,54 @@ const bound = 5 * time.Second
 
 const dir = "/locks/fair"
 
-type env struct {
-	t   *testing.T
-	drv *memory.Driver
-	obs backend.Conn // an operator's connection, for listing and deleting
-}
+type env struct{ *locktest.World }
 
-func newEnv(t *testing.T) *env {
-	t.Helper()
-	drv := memory.New()
-	t.Cleanup(func() { drv.Close() })
-	obs, err := drv.Open(context.Background(), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, drv: drv, obs: obs}
-}
-
-func (e *env) session(opts ...session.Option) *session.Session {
-	e.t.Helper()
-	s, err := session.New(context.Background(), e.drv, append([]session.Option{session.WithTTL(10 * time.Second)}, opts...)...)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { s.Close(context.Background()) })
-	return s
-}
+func newEnv(t *testing.T) *env { return &env{locktest.NewWorld(t)} }
 
 func (e *env) lock(s *session.Session) *fairlock.Lock {
-	e.t.Helper()
+	e.T.Helper()
 	l, err := fairlock.New(s, dir)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	return l
 }
 
-// children lists dir as the operator sees it.
-func (e *env) children() []backend.Node {
-	e.t.Helper()
-	kids, err := e.obs.Children(context.Background(), dir)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return kids
+// acquire locks dir from a session of its own.
+func (e *env) acquire() *fairlock.Guard {
+	e.T.Helper()
+	return locktest.MustLock(e.T, bound, e.lock(e.Session()))
+}
+
+// contest is a holder and a waiter queued behind it, each on a session of
+// its own.
+type contest struct {
+	hs, ws *session.Session // the holder's and the waiter's
+	holder *fairlock.Guard
+	waiter <-chan result // the waiter's Lock
+}
+
+// contest locks dir and queues a second Lock behind the holder, each on a
+// session of its own (the waiter's opened with waiterOpts).
+func (e *env) contest(waiterOpts ...session.Option) contest {
+	e.T.Helper()
+	c := contest{hs: e.Session()}
+	c.holder = locktest.MustLock(e.T, bound, e.lock(c.hs))
+	c.ws = e.Session(waiterOpts...)
+	c.waiter = lockAsync(context.Background(), e.lock(c.ws))
+	e.awaitChildren(2)
+	return c
 }
 
 // awaitChildren waits, with a children watch, until dir has n children.
 func (e *env) awaitChildren(n int) []backend.Node {
-	e.t.Helper()
+	e.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	for {
-		kids, w, err := e.obs.WatchChildren(ctx, dir)
+		kids, w, err := e.Obs.WatchChildren(ctx, dir)
 		if err != nil {
-			e.t.Fatalf("waiting for %d children of %s: %v", n, dir, err)
+			e.T.Fatalf("waiting for %d children of %s: %v", n, dir, err)
 		}
 		if len(kids) == n {
 			w.Stop()
@@ -97,33 +90,16 @@ func (e *env) awaitChildren(n int) []backend.Node {
 		case <-w.C():
 		case <-ctx.Done():
 			w.Stop()
-			e.t.Fatalf("%s has %d children, want %d: %v", dir, len(kids), n, names(kids))
+			e.T.Fatalf("%s has %d children, want %d: %v", dir, len(kids), n, locktest.Names(kids))
 		}
 	}
 }
 
-func names(kids []backend.Node) []string {
-	out := make([]string, len(kids))
-	for i, k := range kids {
-		out[i] = k.Name
-	}
-	return out
-}
-
-// eventually waits for cond, checking it every millisecond, for at most
-// bound. It is for conditions no channel announces (counters of the memory
-// driver); it never orders events.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", bound, what)
-		}
-		<-tick.C
-	}
+// suspend disconnects s and waits until s says it is suspended.
+func (e *env) suspend(s *session.Session) {
+	e.T.Helper()
+	e.Disconnect(s)
+	locktest.Eventually(e.T, bound, "session suspended", func() bool { return s.State() == session.StateSuspended })
 }
 
 type result struct {
@@ -153,36 +129,14 @@ func recv(t *testing.T, ch <-chan result, what string) result {
 	return result{}
 }
 
-func mustLock(t *testing.T, l *fairlock.Lock) *fairlock.Guard {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
-	defer cancel()
-	g, err := l.Lock(ctx)
-	if err != nil {
-		t.Fatalf("Lock: %v", err)
-	}
-	return g
-}
-
-func mustUnlock(t *testing.T, g *fairlock.Guard) {
-	t.Helper()
-	if err := g.Unlock(context.Background()); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-}
-
+// ended waits for g to end and checks that its Context ended with it.
 func ended(t *testing.T, g *fairlock.Guard, what string) error {
 	t.Helper()
-	select {
-	case <-g.Done():
-		if g.Context().Err() == nil || !errors.Is(context.Cause(g.Context()), g.Err()) {
-			t.Fatalf("%s: Done closed but Context %v (cause %v), Err %v", what, g.Context().Err(), context.Cause(g.Context()), g.Err())
-		}
-		return g.Err()
-	case <-time.After(bound):
-		t.Fatalf("%s: guard still live after %v", what, bound)
+	err := locktest.Ended(t, bound, g, what)
+	if g.Context().Err() == nil || !errors.Is(context.Cause(g.Context()), err) {
+		t.Fatalf("%s: Done closed but Context %v (cause %v), Err %v", what, g.Context().Err(), context.Cause(g.Context()), err)
 	}
-	return nil
+	return err
 }
 
 func live(t *testing.T, g *fairlock.Guard, what string) {
@@ -194,63 +148,74 @@ func live(t *testing.T, g *fairlock.Guard, what string) {
 	}
 }
 
-// TestFIFOAcrossSessions: waiters queued one after another, each on its own
-// session (and two on one session), are granted exactly in queue order, one
-// at a time.
-func TestFIFOAcrossSessions(t *testing.T) {
-	e := newEnv(t)
-	holder := mustLock(t, e.lock(e.session()))
-	shared := e.session()
-	const n = 8
-	chans := make([]<-chan result, n)
-	for i := range n {
-		s := shared
-		if i%3 != 0 {
-			s = e.session()
+// waiting fails the test if the Lock on one of chans has returned: they
+// must all still wait.
+func waiting(t *testing.T, when string, chans ...<-chan result) {
+	t.Helper()
+	for _, ch := range chans {
+		select {
+		case r := <-ch:
+			t.Fatalf("a waiter returned %s (err %v)", when, r.err)
+		default:
 		}
-		chans[i] = lockAsync(context.Background(), e.lock(s))
-		e.awaitChildren(i + 2) // queued before the next one starts
 	}
+}
+
+// locks returns n Locks, each on a session of its own.
+func (e *env) locks(n int) []*fairlock.Lock {
+	e.T.Helper()
+	ls := make([]*fairlock.Lock, n)
+	for i := range ls {
+		ls[i] = e.lock(e.Session())
+	}
+	return ls
+}
+
+// enqueue starts a Lock on each of locks in turn behind a holder, each
+// queued before the next one starts.
+func (e *env) enqueue(locks ...*fairlock.Lock) []<-chan result {
+	e.T.Helper()
+	chans := make([]<-chan result, len(locks))
+	for i, l := range locks {
+		chans[i] = lockAsync(context.Background(), l)
+		e.awaitChildren(i + 2)
+	}
+	return chans
+}
+
+// grantsInOrder releases holder and checks that the waiters on chans are
+// granted one at a time, in order, with growing tokens.
+func grantsInOrder(t *testing.T, holder *fairlock.Guard, chans []<-chan result) {
+	t.Helper()
 	prev := holder.Token()
-	mustUnlock(t, holder)
-	for i := range n {
-		r := recv(t, chans[i], fmt.Sprintf("waiter %d", i))
+	locktest.MustUnlock(t, holder)
+	for i, ch := range chans {
+		r := recv(t, ch, fmt.Sprintf("waiter %d", i))
 		if r.err != nil {
 			t.Fatalf("waiter %d: %v", i, r.err)
 		}
-		for j := i + 1; j < n; j++ {
-			select {
-			case r := <-chans[j]:
-				t.Fatalf("waiter %d granted while waiter %d holds (err %v)", j, i, r.err)
-			default:
-			}
-		}
+		waiting(t, fmt.Sprintf("while waiter %d holds", i), chans[i+1:]...)
 		if r.g.Token() <= prev {
 			t.Fatalf("waiter %d token %d, previous %d", i, r.g.Token(), prev)
 		}
 		prev = r.g.Token()
-		mustUnlock(t, r.g)
+		locktest.MustUnlock(t, r.g)
 	}
-	e.awaitChildren(0)
 }
 
-// TestExclusionAndTokenOrder: many goroutines on many sessions (several per
-// session, several per Lock) lock and unlock at once. At most one holds at a
-// time, and tokens grow strictly in grant order, so grants follow creation
-// order: nobody jumped the queue.
-func TestExclusionAndTokenOrder(t *testing.T) {
-	e := newEnv(t)
-	const sessions, perSession, rounds = 6, 5, 20
+// contend runs perLock goroutines on each of locks, each locking and
+// unlocking rounds times and calling inside while it holds, and returns
+// when all are done. It fails the test if a call fails or two goroutines
+// hold at once.
+func contend(t *testing.T, locks []*fairlock.Lock, perLock, rounds int, inside func(*fairlock.Guard)) {
+	t.Helper()
 	var (
 		holders atomic.Int32
-		mu      sync.Mutex
-		tokens  []int64
 		wg      sync.WaitGroup
-		errs    = make(chan error, sessions*perSession)
+		errs    = make(chan error, len(locks)*perLock)
 	)
-	for range sessions {
-		l := e.lock(e.session()) // one Lock shared by perSession goroutines
-		for range perSession {
+	for _, l := range locks {
+		for range perLock {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -263,10 +228,7 @@ func TestExclusionAndTokenOrder(t *testing.T) {
 					if h := holders.Add(1); h != 1 {
 						errs <- fmt.Errorf("%d holders at once", h)
 					}
-					mu.Lock()
-					tokens = append(tokens, g.Token())
-					mu.Unlock()
-					runtime.Gosched()
+					inside(g)
 					holders.Add(-1)
 					if err := g.Unlock(context.Background()); err != nil {
 						errs <- err
@@ -281,6 +243,45 @@ func TestExclusionAndTokenOrder(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestFIFOAcrossSessions: waiters queued one after another, each on its own
+// session (and two on one session), are granted exactly in queue order, one
+// at a time.
+func TestFIFOAcrossSessions(t *testing.T) {
+	e := newEnv(t)
+	holder := e.acquire()
+	shared := e.Session()
+	locks := make([]*fairlock.Lock, 8)
+	for i := range locks {
+		s := shared
+		if i%3 != 0 {
+			s = e.Session()
+		}
+		locks[i] = e.lock(s)
+	}
+	grantsInOrder(t, holder, e.enqueue(locks...))
+	e.awaitChildren(0)
+}
+
+// TestExclusionAndTokenOrder: many goroutines on many sessions (several per
+// session, several per Lock) lock and unlock at once. At most one holds at a
+// time, and tokens grow strictly in grant order, so grants follow creation
+// order: nobody jumped the queue.
+func TestExclusionAndTokenOrder(t *testing.T) {
+	e := newEnv(t)
+	const sessions, perSession, rounds = 6, 5, 20
+	var (
+		mu     sync.Mutex
+		tokens []int64
+	)
+	// One Lock per session, shared by perSession goroutines.
+	contend(t, e.locks(sessions), perSession, rounds, func(g *fairlock.Guard) {
+		mu.Lock()
+		tokens = append(tokens, g.Token())
+		mu.Unlock()
+		runtime.Gosched()
+	})
 	if len(tokens) != sessions*perSession*rounds {
 		t.Fatalf("%d grants, want %d", len(tokens), sessions*perSession*rounds)
 	}
@@ -294,7 +295,7 @@ func TestExclusionAndTokenOrder(t *testing.T) {
 
 func TestTryLock(t *testing.T) {
 	e := newEnv(t)
-	a, b := e.lock(e.session()), e.lock(e.session())
+	a, b := e.lock(e.Session()), e.lock(e.Session())
 	ctx := context.Background()
 	g, err := a.TryLock(ctx)
 	if err != nil {
@@ -306,13 +307,13 @@ func TestTryLock(t *testing.T) {
 	if _, err := a.TryLock(ctx); !errors.Is(err, recipes.ErrLocked) {
 		t.Fatalf("TryLock from the holder's own Lock: %v, want ErrLocked (not reentrant)", err)
 	}
-	if kids := e.children(); len(kids) != 1 || kids[0].Path != g.Fence().Path {
-		t.Fatalf("children after refused TryLocks: %v, want only the holder's", names(kids))
+	if kids := e.Children(dir); len(kids) != 1 || kids[0].Path != g.Fence().Path {
+		t.Fatalf("children after refused TryLocks: %v, want only the holder's", locktest.Names(kids))
 	}
 	// A waiter in the queue also makes TryLock fail.
 	w := lockAsync(ctx, b)
 	e.awaitChildren(2)
-	mustUnlock(t, g)
+	locktest.MustUnlock(t, g)
 	r := recv(t, w, "waiter")
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -320,30 +321,30 @@ func TestTryLock(t *testing.T) {
 	if _, err := a.TryLock(ctx); !errors.Is(err, recipes.ErrLocked) {
 		t.Fatalf("TryLock while the waiter holds: %v", err)
 	}
-	mustUnlock(t, r.g)
+	locktest.MustUnlock(t, r.g)
 	g, err = a.TryLock(ctx)
 	if err != nil {
 		t.Fatalf("TryLock after release: %v", err)
 	}
-	mustUnlock(t, g)
+	locktest.MustUnlock(t, g)
 	e.awaitChildren(0)
 }
 
 func TestDoubleUnlock(t *testing.T) {
 	e := newEnv(t)
-	g := mustLock(t, e.lock(e.session()))
+	g := e.acquire()
 	live(t, g, "fresh guard")
 	if g.Err() != nil || g.Token() == 0 || g.Fence().Token != g.Token() {
 		t.Fatalf("fresh guard: err %v token %d fence %+v", g.Err(), g.Token(), g.Fence())
 	}
-	mustUnlock(t, g)
+	locktest.MustUnlock(t, g)
 	if err := ended(t, g, "after Unlock"); !errors.Is(err, recipes.ErrReleased) {
 		t.Fatalf("Err after Unlock: %v", err)
 	}
 	if err := g.Unlock(context.Background()); !errors.Is(err, recipes.ErrReleased) {
 		t.Fatalf("second Unlock: %v, want ErrReleased", err)
 	}
-	if len(e.children()) != 0 {
+	if len(e.Children(dir)) != 0 {
 		t.Fatal("node left after Unlock")
 	}
 }
@@ -352,13 +353,13 @@ func TestDoubleUnlock(t *testing.T) {
 // itself; Unlock must still delete the node with a fresh context.
 func TestUnlockWithDoneContext(t *testing.T) {
 	e := newEnv(t)
-	g := mustLock(t, e.lock(e.session()))
+	g := e.acquire()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := g.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock with a done ctx: %v", err)
 	}
-	if len(e.children()) != 0 {
+	if len(e.Children(dir)) != 0 {
 		t.Fatal("node left after Unlock with a done ctx")
 	}
 }
@@ -369,14 +370,14 @@ func TestUnlockWithDoneContext(t *testing.T) {
 // guard. Afterwards nothing is left and another client acquires at once.
 func TestCancelAtRandomPoints(t *testing.T) {
 	e := newEnv(t)
-	holderLock := e.lock(e.session())
-	l := e.lock(e.session())
+	holderLock := e.lock(e.Session())
+	l := e.lock(e.Session())
 	rng := rand.New(rand.NewPCG(1, 2))
 	var granted, cancelled int
 	for i := range 1000 {
 		var holder *fairlock.Guard
 		if rng.IntN(2) == 0 {
-			holder = mustLock(t, holderLock)
+			holder = locktest.MustLock(t, bound, holderLock)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		spins := rng.IntN(200)
@@ -395,7 +396,7 @@ func TestCancelAtRandomPoints(t *testing.T) {
 			if holder != nil {
 				t.Fatalf("iteration %d: granted while the holder holds", i)
 			}
-			mustUnlock(t, r.g)
+			locktest.MustUnlock(t, r.g)
 		case r.err != nil && r.g == nil:
 			if !errors.Is(r.err, context.Canceled) {
 				t.Fatalf("iteration %d: %v, want context.Canceled", i, r.err)
@@ -405,42 +406,39 @@ func TestCancelAtRandomPoints(t *testing.T) {
 			t.Fatalf("iteration %d: guard %v with error %v", i, r.g, r.err)
 		}
 		if holder != nil {
-			mustUnlock(t, holder)
+			locktest.MustUnlock(t, holder)
 		}
 	}
 	t.Logf("granted %d, cancelled %d", granted, cancelled)
 	e.awaitChildren(0)
-	other := e.lock(e.session())
+	other := e.lock(e.Session())
 	g, err := other.TryLock(context.Background())
 	if err != nil {
 		t.Fatalf("another client after the cancel loop: %v", err)
 	}
-	mustUnlock(t, g)
+	locktest.MustUnlock(t, g)
 }
 
 // TestCloseSessionDuringWait: closing the waiter's session ends its Lock
 // with ErrClosed and leaves only the holder's node.
 func TestCloseSessionDuringWait(t *testing.T) {
 	e := newEnv(t)
-	holder := mustLock(t, e.lock(e.session()))
-	ws := e.session()
-	ch := lockAsync(context.Background(), e.lock(ws))
-	e.awaitChildren(2)
-	if err := ws.Close(context.Background()); err != nil {
+	c := e.contest()
+	if err := c.ws.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r := recv(t, ch, "waiter on a closed session")
+	r := recv(t, c.waiter, "waiter on a closed session")
 	if r.err == nil || !errors.Is(r.err, coordkit.ErrClosed) {
 		t.Fatalf("waiter: %v, want ErrClosed", r.err)
 	}
-	if kids := e.awaitChildren(1); kids[0].Path != holder.Fence().Path {
-		t.Fatalf("left: %v", names(kids))
+	if kids := e.awaitChildren(1); kids[0].Path != c.holder.Fence().Path {
+		t.Fatalf("left: %v", locktest.Names(kids))
 	}
 	// A Lock on the closed session fails at once, creating nothing.
-	if _, err := e.lock(ws).Lock(context.Background()); !errors.Is(err, coordkit.ErrClosed) {
+	if _, err := e.lock(c.ws).Lock(context.Background()); !errors.Is(err, coordkit.ErrClosed) {
 		t.Fatalf("Lock on a closed session: %v", err)
 	}
-	mustUnlock(t, holder)
+	locktest.MustUnlock(t, c.holder)
 	e.awaitChildren(0)
 }
 
@@ -448,41 +446,33 @@ func TestCloseSessionDuringWait(t *testing.T) {
 // next waiter acquires with a larger token.
 func TestHolderSessionClosed(t *testing.T) {
 	e := newEnv(t)
-	hs := e.session()
-	holder := mustLock(t, e.lock(hs))
-	ch := lockAsync(context.Background(), e.lock(e.session()))
-	e.awaitChildren(2)
-	hs.Close(context.Background())
-	if err := ended(t, holder, "holder"); !errors.Is(err, recipes.ErrLost) || !errors.Is(err, coordkit.ErrClosed) {
+	c := e.contest()
+	c.hs.Close(context.Background())
+	if err := ended(t, c.holder, "holder"); !errors.Is(err, recipes.ErrLost) || !errors.Is(err, coordkit.ErrClosed) {
 		t.Fatalf("holder: %v, want ErrLost + ErrClosed", err)
 	}
-	r := recv(t, ch, "waiter")
-	if r.err != nil || r.g.Token() <= holder.Token() {
-		t.Fatalf("waiter: %v (token %d, holder %d)", r.err, r.g.Token(), holder.Token())
+	r := recv(t, c.waiter, "waiter")
+	if r.err != nil || r.g.Token() <= c.holder.Token() {
+		t.Fatalf("waiter: %v (token %d, holder %d)", r.err, r.g.Token(), c.holder.Token())
 	}
-	if err := holder.Unlock(context.Background()); err != nil {
+	if err := c.holder.Unlock(context.Background()); err != nil {
 		t.Fatalf("Unlock of a lost guard: %v, want nil", err)
 	}
-	mustUnlock(t, r.g)
+	locktest.MustUnlock(t, r.g)
 }
 
 // TestWaiterSessionExpires: a waiter whose session the server expires gets
 // an error matching ErrSessionLost, never the lock.
 func TestWaiterSessionExpires(t *testing.T) {
 	e := newEnv(t)
-	holder := mustLock(t, e.lock(e.session()))
-	ws := e.session()
-	ch := lockAsync(context.Background(), e.lock(ws))
-	e.awaitChildren(2)
-	if err := e.drv.Expire(ws.ID()); err != nil {
-		t.Fatal(err)
-	}
-	r := recv(t, ch, "expired waiter")
+	c := e.contest()
+	e.Expire(c.ws)
+	r := recv(t, c.waiter, "expired waiter")
 	if r.err == nil || !errors.Is(r.err, coordkit.ErrSessionLost) {
 		t.Fatalf("expired waiter: guard %v err %v, want ErrSessionLost", r.g, r.err)
 	}
 	e.awaitChildren(1)
-	mustUnlock(t, holder)
+	locktest.MustUnlock(t, c.holder)
 	e.awaitChildren(0)
 }
 
@@ -491,34 +481,30 @@ func TestWaiterSessionExpires(t *testing.T) {
 // while disconnected, is deleted once the session reconnects.
 func TestWaiterSuspended(t *testing.T) {
 	e := newEnv(t)
-	holder := mustLock(t, e.lock(e.session()))
-	ws := e.session()
-	ch := lockAsync(context.Background(), e.lock(ws))
-	e.awaitChildren(2)
-	if err := e.drv.Disconnect(ws.ID()); err != nil {
-		t.Fatal(err)
-	}
-	r := recv(t, ch, "suspended waiter")
+	c := e.contest()
+	e.Disconnect(c.ws)
+	r := recv(t, c.waiter, "suspended waiter")
 	if !errors.Is(r.err, session.ErrSuspended) || !errors.Is(r.err, coordkit.ErrSessionLost) {
 		t.Fatalf("suspended waiter: %v, want ErrSuspended", r.err)
 	}
-	if len(e.children()) != 2 {
-		t.Fatalf("children while the waiter is disconnected: %v", names(e.children()))
+	if len(e.Children(dir)) != 2 {
+		t.Fatalf("children while the waiter is disconnected: %v", locktest.Names(e.Children(dir)))
 	}
 	// Lock while suspended fails at once.
-	if _, err := e.lock(ws).Lock(context.Background()); !errors.Is(err, session.ErrSuspended) {
+	if _, err := e.lock(c.ws).Lock(context.Background()); !errors.Is(err, session.ErrSuspended) {
 		t.Fatalf("Lock while suspended: %v", err)
 	}
-	if err := e.drv.Reconnect(ws.ID()); err != nil {
-		t.Fatal(err)
+	e.Reconnect(c.ws)
+	if kids := e.awaitChildren(1); kids[0].Path != c.holder.Fence().Path {
+		t.Fatalf("left: %v", locktest.Names(kids))
 	}
-	if kids := e.awaitChildren(1); kids[0].Path != holder.Fence().Path {
-		t.Fatalf("left: %v", names(kids))
-	}
-	mustUnlock(t, holder)
-	// The reconnected session can lock again.
-	g := mustLock(t, e.lock(ws))
-	mustUnlock(t, g)
+	locktest.MustUnlock(t, c.holder)
+	// The reconnected session can lock again, once it has processed the
+	// reconnect (under the standard policy a Lock fails at once while the
+	// session still says Suspended).
+	awaitNotSuspended(t, c.ws)
+	g := locktest.MustLock(t, bound, e.lock(c.ws))
+	locktest.MustUnlock(t, g)
 }
 
 // TestWaiterSurvivesDisconnectUnderSessionPolicy: with the session policy a
@@ -526,29 +512,17 @@ func TestWaiterSuspended(t *testing.T) {
 // is seen after the reconnect.
 func TestWaiterSurvivesDisconnectUnderSessionPolicy(t *testing.T) {
 	e := newEnv(t)
-	holder := mustLock(t, e.lock(e.session()))
-	ws := e.session(session.WithErrorPolicy(session.SessionPolicy))
-	ch := lockAsync(context.Background(), e.lock(ws))
-	e.awaitChildren(2)
-	if err := e.drv.Disconnect(ws.ID()); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "waiter's session suspended", func() bool { return ws.State() == session.StateSuspended })
-	mustUnlock(t, holder)
-	select {
-	case r := <-ch:
-		t.Fatalf("waiter returned while disconnected: %v", r.err)
-	default:
-	}
-	if err := e.drv.Reconnect(ws.ID()); err != nil {
-		t.Fatal(err)
-	}
-	r := recv(t, ch, "reconnected waiter")
-	if r.err != nil || r.g.Token() <= holder.Token() {
+	c := e.contest(session.WithErrorPolicy(session.SessionPolicy))
+	e.suspend(c.ws)
+	locktest.MustUnlock(t, c.holder)
+	waiting(t, "while disconnected", c.waiter)
+	e.Reconnect(c.ws)
+	r := recv(t, c.waiter, "reconnected waiter")
+	if r.err != nil || r.g.Token() <= c.holder.Token() {
 		t.Fatalf("reconnected waiter: %v", r.err)
 	}
-	awaitNotSuspended(t, ws)
-	mustUnlock(t, r.g)
+	awaitNotSuspended(t, c.ws)
+	locktest.MustUnlock(t, r.g)
 	e.awaitChildren(0)
 }
 
@@ -557,27 +531,20 @@ func TestWaiterSurvivesDisconnectUnderSessionPolicy(t *testing.T) {
 // session reconnects, which lets the waiter in.
 func TestHolderSuspended(t *testing.T) {
 	e := newEnv(t)
-	hs := e.session()
-	holder := mustLock(t, e.lock(hs))
-	ch := lockAsync(context.Background(), e.lock(e.session()))
-	e.awaitChildren(2)
-	if err := e.drv.Disconnect(hs.ID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := ended(t, holder, "suspended holder"); !errors.Is(err, session.ErrSuspended) || !errors.Is(err, recipes.ErrLost) {
+	c := e.contest()
+	e.Disconnect(c.hs)
+	if err := ended(t, c.holder, "suspended holder"); !errors.Is(err, session.ErrSuspended) || !errors.Is(err, recipes.ErrLost) {
 		t.Fatalf("suspended holder: %v", err)
 	}
-	if err := holder.Unlock(context.Background()); err != nil {
+	if err := c.holder.Unlock(context.Background()); err != nil {
 		t.Fatalf("Unlock of a lost guard while disconnected: %v", err)
 	}
-	if err := e.drv.Reconnect(hs.ID()); err != nil {
-		t.Fatal(err)
-	}
-	r := recv(t, ch, "waiter")
+	e.Reconnect(c.hs)
+	r := recv(t, c.waiter, "waiter")
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	mustUnlock(t, r.g)
+	locktest.MustUnlock(t, r.g)
 	e.awaitChildren(0)
 }
 
@@ -586,23 +553,21 @@ func TestHolderSuspended(t *testing.T) {
 // queue again, acquires with a larger token.
 func TestHolderNodeDeleted(t *testing.T) {
 	e := newEnv(t)
-	holder := mustLock(t, e.lock(e.session()))
-	ch := lockAsync(context.Background(), e.lock(e.session()))
-	e.awaitChildren(2)
-	if err := e.obs.Delete(context.Background(), holder.Fence().Path, backend.AnyVersion); err != nil {
+	c := e.contest()
+	if err := e.Obs.Delete(context.Background(), c.holder.Fence().Path, backend.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
-	if err := ended(t, holder, "holder"); !errors.Is(err, recipes.ErrNodeDeleted) || !errors.Is(err, recipes.ErrLost) {
+	if err := ended(t, c.holder, "holder"); !errors.Is(err, recipes.ErrNodeDeleted) || !errors.Is(err, recipes.ErrLost) {
 		t.Fatalf("holder: %v, want ErrNodeDeleted", err)
 	}
-	r := recv(t, ch, "waiter")
-	if r.err != nil || r.g.Token() <= holder.Token() {
+	r := recv(t, c.waiter, "waiter")
+	if r.err != nil || r.g.Token() <= c.holder.Token() {
 		t.Fatalf("waiter: %v", r.err)
 	}
-	if err := holder.Unlock(context.Background()); err != nil {
+	if err := c.holder.Unlock(context.Background()); err != nil {
 		t.Fatalf("Unlock of a guard whose node was deleted: %v", err)
 	}
-	mustUnlock(t, r.g)
+	locktest.MustUnlock(t, r.g)
 	e.awaitChildren(0)
 }
 
@@ -611,14 +576,10 @@ func TestHolderNodeDeleted(t *testing.T) {
 // does not wait for the queue to move), and the others keep their order.
 func TestWaiterNodeDeleted(t *testing.T) {
 	e := newEnv(t)
-	holder := mustLock(t, e.lock(e.session()))
-	var chans []<-chan result
-	for i := range 3 {
-		chans = append(chans, lockAsync(context.Background(), e.lock(e.session())))
-		e.awaitChildren(i + 2)
-	}
-	kids := e.children()
-	if err := e.obs.Delete(context.Background(), kids[2].Path, backend.AnyVersion); err != nil {
+	holder := e.acquire()
+	chans := e.enqueue(e.locks(3)...)
+	kids := e.Children(dir)
+	if err := e.Obs.Delete(context.Background(), kids[2].Path, backend.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
 	r := recv(t, chans[1], "deleted waiter")
@@ -626,29 +587,19 @@ func TestWaiterNodeDeleted(t *testing.T) {
 		t.Fatalf("deleted waiter: %v, want ErrNodeDeleted", r.err)
 	}
 	live(t, holder, "holder")
-	for _, i := range []int{0, 2} {
-		select {
-		case r := <-chans[i]:
-			t.Fatalf("waiter %d returned while the holder holds: %v", i, r.err)
-		default:
-		}
-	}
-	mustUnlock(t, holder)
+	waiting(t, "while the holder holds", chans[0], chans[2])
+	locktest.MustUnlock(t, holder)
 	first := recv(t, chans[0], "waiter 0")
 	if first.err != nil {
 		t.Fatal(first.err)
 	}
-	select {
-	case r := <-chans[2]:
-		t.Fatalf("waiter 2 granted while waiter 0 holds: %v", r.err)
-	default:
-	}
-	mustUnlock(t, first.g)
+	waiting(t, "while waiter 0 holds", chans[2])
+	locktest.MustUnlock(t, first.g)
 	last := recv(t, chans[2], "waiter 2")
 	if last.err != nil || last.g.Token() <= first.g.Token() {
 		t.Fatalf("waiter 2: %v", last.err)
 	}
-	mustUnlock(t, last.g)
+	locktest.MustUnlock(t, last.g)
 	e.awaitChildren(0)
 }
 
@@ -669,33 +620,33 @@ func TestForeignChildren(t *testing.T) {
 		{"latch-", backend.CreateOptions{Sequential: true, Protected: true}},
 		{"lock-x-", backend.CreateOptions{Sequential: true}}, // "lock-" not followed by the sequence
 	} {
-		n, err := e.obs.Create(ctx, dir+"/"+c.name, []byte("foreign"), c.opts)
+		n, err := e.Obs.Create(ctx, dir+"/"+c.name, []byte("foreign"), c.opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		foreign = append(foreign, n)
 	}
-	a := e.lock(e.session())
+	a := e.lock(e.Session())
 	g, err := a.TryLock(ctx)
 	if err != nil {
 		t.Fatalf("TryLock with foreign children: %v", err)
 	}
-	ch := lockAsync(ctx, e.lock(e.session()))
+	ch := lockAsync(ctx, e.lock(e.Session()))
 	e.awaitChildren(len(foreign) + 2)
 	// A foreign sequential child created after the waiter is ignored too.
-	late, err := e.obs.Create(ctx, dir+"/job-", []byte("foreign"), backend.CreateOptions{Sequential: true})
+	late, err := e.Obs.Create(ctx, dir+"/job-", []byte("foreign"), backend.CreateOptions{Sequential: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	foreign = append(foreign, late)
-	mustUnlock(t, g)
+	locktest.MustUnlock(t, g)
 	r := recv(t, ch, "waiter")
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	mustUnlock(t, r.g)
+	locktest.MustUnlock(t, r.g)
 	for _, n := range foreign {
-		if err := e.obs.Delete(ctx, n.Path, backend.AnyVersion); err != nil {
+		if err := e.Obs.Delete(ctx, n.Path, backend.AnyVersion); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -706,17 +657,12 @@ func TestForeignChildren(t *testing.T) {
 // the queue is non-empty; grants still follow creation order.
 func TestSequenceWrap(t *testing.T) {
 	e := newEnv(t)
-	if err := e.drv.SetNextSequence(dir, math.MaxInt32-2); err != nil {
+	if err := e.Drv.SetNextSequence(dir, math.MaxInt32-2); err != nil {
 		t.Fatal(err)
 	}
-	holder := mustLock(t, e.lock(e.session()))
-	const n = 5
-	chans := make([]<-chan result, n)
-	for i := range n {
-		chans[i] = lockAsync(context.Background(), e.lock(e.session()))
-		e.awaitChildren(i + 2)
-	}
-	kids := e.children()
+	holder := e.acquire()
+	chans := e.enqueue(e.locks(5)...)
+	kids := e.Children(dir)
 	var suffixes []string
 	for _, k := range kids {
 		suffixes = append(suffixes, k.Name[strings.LastIndex(k.Name, "lock-")+len("lock-"):])
@@ -724,23 +670,7 @@ func TestSequenceWrap(t *testing.T) {
 	if !slices.Contains(suffixes, "2147483647") || !slices.Contains(suffixes, "-2147483648") {
 		t.Fatalf("the queue does not cross the wrap: %v", suffixes)
 	}
-	prev := holder.Token()
-	mustUnlock(t, holder)
-	for i := range n {
-		r := recv(t, chans[i], fmt.Sprintf("waiter %d", i))
-		if r.err != nil || r.g.Token() <= prev {
-			t.Fatalf("waiter %d: %v (token %d after %d)", i, r.err, r.g.Token(), prev)
-		}
-		for j := i + 1; j < n; j++ {
-			select {
-			case r := <-chans[j]:
-				t.Fatalf("waiter %d granted while waiter %d holds (%v)", j, i, r.err)
-			default:
-			}
-		}
-		prev = r.g.Token()
-		mustUnlock(t, r.g)
-	}
+	grantsInOrder(t, holder, chans)
 	e.awaitChildren(0)
 }
 
@@ -748,21 +678,21 @@ func TestSequenceWrap(t *testing.T) {
 // node by its protected prefix and the lock works with exactly one node.
 func TestLostCreateReply(t *testing.T) {
 	e := newEnv(t)
-	s := e.session()
-	if err := e.drv.FailNextReply(s.ID()); err != nil {
+	s := e.Session()
+	if err := e.Drv.FailNextReply(s.ID()); err != nil {
 		t.Fatal(err)
 	}
-	g := mustLock(t, e.lock(s))
-	kids := e.children()
+	g := locktest.MustLock(t, bound, e.lock(s))
+	kids := e.Children(dir)
 	if len(kids) != 1 || kids[0].Path != g.Fence().Path {
-		t.Fatalf("children after a lost create reply: %v", names(kids))
+		t.Fatalf("children after a lost create reply: %v", locktest.Names(kids))
 	}
-	n, err := e.obs.Get(context.Background(), g.Fence().Path)
+	n, err := e.Obs.Get(context.Background(), g.Fence().Path)
 	if err != nil || n.Token != g.Token() {
 		t.Fatalf("node %+v err %v, token %d", n, err, g.Token())
 	}
 	// The release's reply is lost too: the node is deleted anyway.
-	if err := e.drv.FailNextReply(s.ID()); err != nil {
+	if err := e.Drv.FailNextReply(s.ID()); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.Unlock(context.Background()); err != nil {
@@ -795,13 +725,13 @@ type cost struct{ requests, events int64 }
 // measures, on the memory server, what each handoff costs.
 func handoffCosts(t *testing.T, n int) []cost {
 	e := newEnv(t)
-	holder := mustLock(t, e.lock(e.session()))
+	holder := e.acquire()
 	holder.Done() // holders that watch their hold: the costlier case
 	granted := make(chan *fairlock.Guard, n)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for range n {
-		l := e.lock(e.session())
+		l := e.lock(e.Session())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -817,12 +747,12 @@ func handoffCosts(t *testing.T, n int) []cost {
 	defer wg.Wait()
 	// Every waiter watches its predecessor and its own node; the holder's
 	// guard watches its node.
-	eventually(t, fmt.Sprintf("%d waiters queued", n), func() bool { return e.drv.Stats().Watches == 2*n+1 })
+	locktest.Eventually(t, bound, fmt.Sprintf("%d waiters queued", n), func() bool { return e.Drv.Stats().Watches == 2*n+1 })
 	var costs []cost
 	g := holder
 	for remaining := n - 1; remaining >= 0; remaining-- {
-		before := e.drv.Stats()
-		mustUnlock(t, g)
+		before := e.Drv.Stats()
+		locktest.MustUnlock(t, g)
 		select {
 		case g = <-granted:
 		case err := <-errs:
@@ -830,11 +760,11 @@ func handoffCosts(t *testing.T, n int) []cost {
 		case <-time.After(bound):
 			t.Fatalf("no grant within %v with %d waiters left", bound, remaining+1)
 		}
-		eventually(t, "handoff settled", func() bool { return e.drv.Stats().Watches == 2*remaining+1 })
-		after := e.drv.Stats()
+		locktest.Eventually(t, bound, "handoff settled", func() bool { return e.Drv.Stats().Watches == 2*remaining+1 })
+		after := e.Drv.Stats()
 		costs = append(costs, cost{after.Requests - before.Requests, after.WatchEvents - before.WatchEvents})
 	}
-	mustUnlock(t, g)
+	locktest.MustUnlock(t, g)
 	return costs
 }
 
@@ -842,37 +772,8 @@ func handoffCosts(t *testing.T, n int) []cost {
 // *Lock each queue their own node and exclude each other.
 func TestConcurrentGoroutinesOneLock(t *testing.T) {
 	e := newEnv(t)
-	l := e.lock(e.session())
-	var holders, grants atomic.Int32
-	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 10 {
-				g, err := l.Lock(context.Background())
-				if err != nil {
-					errs <- err
-					return
-				}
-				if h := holders.Add(1); h != 1 {
-					errs <- fmt.Errorf("%d holders", h)
-				}
-				grants.Add(1)
-				holders.Add(-1)
-				if err := g.Unlock(context.Background()); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	var grants atomic.Int32
+	contend(t, e.locks(1), 32, 10, func(*fairlock.Guard) { grants.Add(1) })
 	if grants.Load() != 320 {
 		t.Fatalf("%d grants", grants.Load())
 	}
@@ -881,7 +782,7 @@ func TestConcurrentGoroutinesOneLock(t *testing.T) {
 
 func TestInvalidInput(t *testing.T) {
 	e := newEnv(t)
-	s := e.session()
+	s := e.Session()
 	for _, p := range []string{"", "locks", "/", "/locks/", "/a//b", "/a/./b", "/a/../b", "/zookeeper", "/zookeeper/lock", "/a\x00b", "/a\nb", "/" + strings.Repeat("x", backend.MaxPathLength)} {
 		if _, err := fairlock.New(s, p); !errors.Is(err, coordkit.ErrInvalidPath) {
 			t.Errorf("New(%q): %v, want ErrInvalidPath", p, err)
@@ -899,15 +800,15 @@ func TestInvalidInput(t *testing.T) {
 	if _, err := l.TryLock(nil); !errors.Is(err, coordkit.ErrInvalidArgument) {
 		t.Errorf("TryLock(nil): %v", err)
 	}
-	if st := e.drv.SessionStats(s.ID()); st.Requests != 0 {
+	if st := e.Drv.SessionStats(s.ID()); st.Requests != 0 {
 		t.Fatalf("bad input reached the server: %d requests", st.Requests)
 	}
-	g := mustLock(t, l)
+	g := locktest.MustLock(t, bound, l)
 	//nolint:staticcheck // a nil ctx is the point
 	if err := g.Unlock(nil); !errors.Is(err, coordkit.ErrInvalidArgument) {
 		t.Errorf("Unlock(nil): %v", err)
 	}
-	mustUnlock(t, g) // the nil-ctx Unlock released nothing
+	locktest.MustUnlock(t, g) // the nil-ctx Unlock released nothing
 	e.awaitChildren(0)
 }
 
@@ -915,16 +816,16 @@ func TestInvalidInput(t *testing.T) {
 // its nodes, and carries no data.
 func TestCuratorLayout(t *testing.T) {
 	e := newEnv(t)
-	g := mustLock(t, e.lock(e.session()))
-	kids := e.children()
+	g := e.acquire()
+	kids := e.Children(dir)
 	if len(kids) != 1 || !curatorName(kids[0].Name) {
-		t.Fatalf("children %v, want one _c_<uuid36>-lock-<10 digits>", names(kids))
+		t.Fatalf("children %v, want one _c_<uuid36>-lock-<10 digits>", locktest.Names(kids))
 	}
-	n, err := e.obs.Get(context.Background(), kids[0].Path)
+	n, err := e.Obs.Get(context.Background(), kids[0].Path)
 	if err != nil || len(n.Data) != 0 || n.Owner == "" {
 		t.Fatalf("lock node %+v (err %v): want empty and ephemeral", n, err)
 	}
-	mustUnlock(t, g)
+	locktest.MustUnlock(t, g)
 }
 
 func curatorName(name string) bool {
@@ -946,36 +847,21 @@ func curatorName(name string) bool {
 
 func TestLocker(t *testing.T) {
 	e := newEnv(t)
-	lk := e.lock(e.session()).Locker()
+	lk := e.lock(e.Session()).Locker()
 	var n, holders int32
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 10 {
-				lk.Lock()
-				if h := atomic.AddInt32(&holders, 1); h != 1 {
-					t.Errorf("%d holders", h)
-				}
-				n++ // guarded by the lock alone: -race checks it
-				atomic.AddInt32(&holders, -1)
-				lk.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	locktest.Concurrently(8, 10, func() {
+		lk.Lock()
+		if h := atomic.AddInt32(&holders, 1); h != 1 {
+			t.Errorf("%d holders", h)
+		}
+		n++ // guarded by the lock alone: -race checks it
+		atomic.AddInt32(&holders, -1)
+		lk.Unlock()
+	})
 	if n != 80 {
 		t.Fatalf("n = %d", n)
 	}
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Error("Unlock of an unlocked Locker did not panic")
-			}
-		}()
-		lk.Unlock()
-	}()
+	locktest.UnlockPanics(t, lk)
 	e.awaitChildren(0)
 }
 
@@ -984,20 +870,11 @@ func TestLocker(t *testing.T) {
 // queues.
 func TestLockDuringDisconnectUnderSessionPolicy(t *testing.T) {
 	e := newEnv(t)
-	s := e.session(session.WithErrorPolicy(session.SessionPolicy))
-	if err := e.drv.Disconnect(s.ID()); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "session suspended", func() bool { return s.State() == session.StateSuspended })
+	s := e.Session(session.WithErrorPolicy(session.SessionPolicy))
+	e.suspend(s)
 	ch := lockAsync(context.Background(), e.lock(s))
-	select {
-	case r := <-ch:
-		t.Fatalf("Lock returned while disconnected: %v", r.err)
-	default:
-	}
-	if err := e.drv.Reconnect(s.ID()); err != nil {
-		t.Fatal(err)
-	}
+	waiting(t, "while disconnected", ch)
+	e.Reconnect(s)
 	r := recv(t, ch, "Lock after the reconnect")
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -1005,21 +882,16 @@ func TestLockDuringDisconnectUnderSessionPolicy(t *testing.T) {
 	// The grant can come before the session has processed the reconnect;
 	// Unlock while it still says Suspended defers the delete (documented).
 	awaitNotSuspended(t, s)
-	mustUnlock(t, r.g)
+	locktest.MustUnlock(t, r.g)
 	// The same, cancelled while it waits for the reconnect.
-	if err := e.drv.Disconnect(s.ID()); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "session suspended", func() bool { return s.State() == session.StateSuspended })
+	e.suspend(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	ch = lockAsync(ctx, e.lock(s))
 	cancel()
 	if r := recv(t, ch, "cancelled Lock"); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("cancelled Lock while disconnected: %v", r.err)
 	}
-	if err := e.drv.Reconnect(s.ID()); err != nil {
-		t.Fatal(err)
-	}
+	e.Reconnect(s)
 	e.awaitChildren(0)
 }
 
@@ -1029,31 +901,27 @@ func TestLockDuringDisconnectUnderSessionPolicy(t *testing.T) {
 func TestNodeDataChanged(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	holder := mustLock(t, e.lock(e.session()))
+	holder := e.acquire()
 	holder.Done() // arm the guard's watch of its node
-	ch := lockAsync(ctx, e.lock(e.session()))
+	ch := lockAsync(ctx, e.lock(e.Session()))
 	kids := e.awaitChildren(2)
-	eventually(t, "watches armed", func() bool { return e.drv.Stats().Watches == 3 })
+	locktest.Eventually(t, bound, "watches armed", func() bool { return e.Drv.Stats().Watches == 3 })
 	for _, k := range kids {
-		if _, err := e.obs.Set(ctx, k.Path, []byte("touched"), backend.AnyVersion); err != nil {
+		if _, err := e.Obs.Set(ctx, k.Path, []byte("touched"), backend.AnyVersion); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The waiter re-arms its watches; wait until it has (two watches of
 	// the waiter, one of the holder's guard, none of the operator).
-	eventually(t, "watches re-armed", func() bool { return e.drv.Stats().Watches == 3 })
+	locktest.Eventually(t, bound, "watches re-armed", func() bool { return e.Drv.Stats().Watches == 3 })
 	live(t, holder, "holder after a write to its node")
-	select {
-	case r := <-ch:
-		t.Fatalf("waiter returned after a write to its node: %v", r.err)
-	default:
-	}
-	mustUnlock(t, holder)
+	waiting(t, "after a write to its node", ch)
+	locktest.MustUnlock(t, holder)
 	r := recv(t, ch, "waiter")
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	mustUnlock(t, r.g)
+	locktest.MustUnlock(t, r.g)
 	e.awaitChildren(0)
 }
 
@@ -1062,5 +930,5 @@ func TestNodeDataChanged(t *testing.T) {
 // Suspended defers its delete to the background and reports that.
 func awaitNotSuspended(t *testing.T, s *session.Session) {
 	t.Helper()
-	eventually(t, "the session to process its reconnect", func() bool { return s.State() != session.StateSuspended })
+	locktest.Eventually(t, bound, "the session to process its reconnect", func() bool { return s.State() != session.StateSuspended })
 }

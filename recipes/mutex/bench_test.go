@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coordkit/coordkit/backend/memory"
+	"github.com/coordkit/coordkit/recipes/internal/locktest"
 	"github.com/coordkit/coordkit/recipes/mutex"
 	"github.com/coordkit/coordkit/session"
 )
@@ -15,14 +16,15 @@ import (
 // and its server requests per operation (no network: see the integration
 // module for ZooKeeper and etcd).
 
-func benchSession(b *testing.B, drv *memory.Driver) *session.Session {
-	b.Helper()
-	s, err := session.New(context.Background(), drv, session.WithTTL(10*time.Second))
-	if err != nil {
-		b.Fatal(err)
+// benchMutexes returns n Mutexes on /bench, each on a session of its own,
+// all on one memory driver.
+func benchMutexes(b *testing.B, n int) (*memory.Driver, []*mutex.Mutex) {
+	drv := locktest.NewDriver(b)
+	ms := make([]*mutex.Mutex, n)
+	for i := range ms {
+		ms[i], _ = mutex.New(locktest.OpenSession(b, drv, session.WithTTL(10*time.Second)), "/bench")
 	}
-	b.Cleanup(func() { s.Close(context.Background()) })
-	return s
+	return drv, ms
 }
 
 func reportRequests(b *testing.B, drv *memory.Driver, before memory.Stats) {
@@ -33,9 +35,8 @@ func reportRequests(b *testing.B, drv *memory.Driver, before memory.Stats) {
 
 // BenchmarkUncontended is one goroutine locking and unlocking.
 func BenchmarkUncontended(b *testing.B) {
-	drv := memory.New()
-	defer drv.Close()
-	m, _ := mutex.New(benchSession(b, drv), "/bench")
+	drv, ms := benchMutexes(b, 1)
+	m := ms[0]
 	ctx := context.Background()
 	before := drv.Stats()
 	for b.Loop() {
@@ -50,21 +51,13 @@ func BenchmarkUncontended(b *testing.B) {
 
 // BenchmarkGoroutines32 is 32 goroutines of one session contending.
 func BenchmarkGoroutines32(b *testing.B) {
-	drv := memory.New()
-	defer drv.Close()
-	m, _ := mutex.New(benchSession(b, drv), "/bench")
-	benchGoroutines(b, drv, []*mutex.Mutex{m}, 32)
+	drv, ms := benchMutexes(b, 1)
+	benchGoroutines(b, drv, ms, 32)
 }
 
 // BenchmarkSessions4 is 4 sessions, one goroutine each, contending.
 func BenchmarkSessions4(b *testing.B) {
-	drv := memory.New()
-	defer drv.Close()
-	var ms []*mutex.Mutex
-	for range 4 {
-		m, _ := mutex.New(benchSession(b, drv), "/bench")
-		ms = append(ms, m)
-	}
+	drv, ms := benchMutexes(b, 4)
 	benchGoroutines(b, drv, ms, 4)
 }
 

@@ -16,8 +16,8 @@ import (
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
-	"github.com/coordkit/coordkit/backend/memory"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/locktest"
 	"github.com/coordkit/coordkit/recipes/mutex"
 	"github.com/coordkit/coordkit/session"
 )
@@ -26,128 +26,129 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const lockPath = "/locks/stock"
 
+// timeout bounds every wait of these tests.
+const timeout = 10 * time.Second
+
 // world is one in-memory coordination service with an observer connection
-// that the tests use to look at (and tamper with) the tree.
+// that the tests use to look at (and tamper with) the tree. It and the
+// helpers below put locktest's fixture in this package's terms (its Mutex,
+// its timeout), under the names all of the package's tests use.
 type world struct {
-	t   *testing.T
-	drv *memory.Driver
-	obs backend.Conn
+	*locktest.World
+	obs backend.Conn // World.Obs
 }
 
 func newWorld(t *testing.T) *world {
-	t.Helper()
-	drv := memory.New()
-	t.Cleanup(func() { drv.Close() })
-	obs, err := drv.Open(context.Background(), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &world{t: t, drv: drv, obs: obs}
+	w := locktest.NewWorld(t)
+	return &world{World: w, obs: w.Obs}
 }
 
 // session opens a session that is closed when the test ends.
 func (w *world) session(opts ...session.Option) *session.Session {
-	w.t.Helper()
-	s, err := session.New(context.Background(), w.drv, append([]session.Option{session.WithTTL(10 * time.Second)}, opts...)...)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { s.Close(context.Background()) })
-	return s
+	w.T.Helper()
+	return w.Session(opts...)
 }
 
 func (w *world) mutex(s *session.Session, opts ...mutex.Option) *mutex.Mutex {
-	w.t.Helper()
+	w.T.Helper()
 	m, err := mutex.New(s, lockPath, opts...)
 	if err != nil {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
 	return m
 }
 
 // owner returns the owner node, if any.
 func (w *world) owner() (backend.Node, bool) {
-	w.t.Helper()
+	w.T.Helper()
 	n, err := w.obs.Get(context.Background(), lockPath+"/"+mutex.OwnerName)
 	if errors.Is(err, backend.ErrNoNode) {
 		return backend.Node{}, false
 	}
 	if err != nil {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
 	return n, true
 }
 
 // queued returns the queue nodes.
 func (w *world) queued() []backend.Node {
-	w.t.Helper()
-	kids, err := w.obs.Children(context.Background(), lockPath+"/"+mutex.QueueName)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return kids
+	w.T.Helper()
+	return w.Children(lockPath + "/" + mutex.QueueName)
 }
 
 // empty fails the test if anything is left below the lock's path.
 func (w *world) empty() {
-	w.t.Helper()
+	w.T.Helper()
 	if n, ok := w.owner(); ok {
-		w.t.Fatalf("owner node left behind: %+v", n)
+		w.T.Fatalf("owner node left behind: %+v", n)
 	}
 	if q := w.queued(); len(q) > 0 {
-		w.t.Fatalf("queue nodes left behind: %v", names(q))
+		w.T.Fatalf("queue nodes left behind: %v", names(q))
 	}
 }
 
-func names(ns []backend.Node) []string {
-	var out []string
-	for _, n := range ns {
-		out = append(out, n.Name)
-	}
-	return out
-}
+func names(ns []backend.Node) []string { return locktest.Names(ns) }
 
 // waitFor polls cond, which reads state that changes without a signal the
 // test can wait on (the server tree, a loop's local state), until it holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	locktest.Eventually(t, timeout, what, cond)
 }
 
 func lock(t *testing.T, m *mutex.Mutex) *mutex.Guard {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	g, err := m.Lock(ctx)
-	if err != nil {
-		t.Fatalf("Lock: %v", err)
-	}
-	return g
+	return locktest.MustLock(t, timeout, m)
 }
 
 func unlock(t *testing.T, g *mutex.Guard) {
 	t.Helper()
-	if err := g.Unlock(context.Background()); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
+	locktest.MustUnlock(t, g)
 }
 
 // ended waits for g's Done and returns its Err.
 func ended(t *testing.T, g *mutex.Guard) error {
 	t.Helper()
-	select {
-	case <-g.Done():
-		return g.Err()
-	case <-time.After(10 * time.Second):
-		t.Fatal("the guard did not end")
-		return nil
+	return locktest.Ended(t, timeout, g, "the hold")
+}
+
+// lockAsync runs m.Lock on a goroutine. The guard comes on the returned
+// channel; a Lock that fails is reported with t.Error and sends nil.
+func lockAsync(t *testing.T, m *mutex.Mutex) <-chan *mutex.Guard {
+	got := make(chan *mutex.Guard, 1)
+	go func() {
+		g, err := m.Lock(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- g
+	}()
+	return got
+}
+
+// lockErrs starts a Lock of each of ms on a goroutine of its own. Each
+// sends its error (nil if it got the lock) on the returned channel.
+func lockErrs(ms ...*mutex.Mutex) <-chan error {
+	errs := make(chan error, len(ms))
+	for _, m := range ms {
+		go func() {
+			_, err := m.Lock(context.Background())
+			errs <- err
+		}()
 	}
+	return errs
+}
+
+// granted receives the guard of a lockAsync, and ends the test if its Lock
+// failed.
+func granted(t *testing.T, got <-chan *mutex.Guard) *mutex.Guard {
+	t.Helper()
+	g := <-got
+	if g == nil {
+		t.FailNow()
+	}
+	return g
 }
 
 // grant is one critical section as the holder recorded it.
@@ -192,7 +193,7 @@ func (c *checker) verifyTokens(t *testing.T) {
 func TestNewRefusesBadArguments(t *testing.T) {
 	w := newWorld(t)
 	s := w.session()
-	before := w.drv.Stats().Requests
+	before := w.Drv.Stats().Requests
 	if _, err := mutex.New(nil, lockPath); !errors.Is(err, coordkit.ErrInvalidArgument) {
 		t.Errorf("nil session: %v", err)
 	}
@@ -209,7 +210,7 @@ func TestNewRefusesBadArguments(t *testing.T) {
 	if _, err := m.Lock(nil); !errors.Is(err, coordkit.ErrInvalidArgument) { //nolint:staticcheck
 		t.Errorf("Lock(nil): %v", err)
 	}
-	if got := w.drv.Stats().Requests; got != before {
+	if got := w.Drv.Stats().Requests; got != before {
 		t.Errorf("bad arguments reached the server: %d requests", got-before)
 	}
 	w.empty()
@@ -221,13 +222,13 @@ func TestUncontendedCost(t *testing.T) {
 	m := w.mutex(s)
 	g := lock(t, m) // the first acquisition also creates the container parent
 	unlock(t, g)
-	before := w.drv.SessionStats(s.ID())
+	before := w.Drv.SessionStats(s.ID())
 	g = lock(t, m)
 	if n, ok := w.owner(); !ok || n.Token != g.Token() || n.Owner != s.ID() {
 		t.Fatalf("owner node %+v (exists %v), token %d", n, ok, g.Token())
 	}
 	unlock(t, g)
-	after := w.drv.SessionStats(s.ID())
+	after := w.Drv.SessionStats(s.ID())
 	// Create, then a read and a delete: the memory backend's versions, like
 	// ZooKeeper's, restart with every create, so the release reads the
 	// token before it deletes (on etcd it deletes by version at once: 2
@@ -239,15 +240,15 @@ func TestUncontendedCost(t *testing.T) {
 	if after.Watches != 0 {
 		t.Errorf("%d watches left after an uncontended cycle that never asked for one", after.Watches)
 	}
-	before = w.drv.SessionStats(s.ID())
+	before = w.Drv.SessionStats(s.ID())
 	g = lock(t, m)
 	if g.Err() != nil { // arms the watch
 		t.Fatalf("fresh guard: %v", g.Err())
 	}
-	waitFor(t, "the hold's watch", func() bool { return w.drv.SessionStats(s.ID()).Watches == 1 })
+	waitFor(t, "the hold's watch", func() bool { return w.Drv.SessionStats(s.ID()).Watches == 1 })
 	unlock(t, g)
-	waitFor(t, "the hold's watch to go", func() bool { return w.drv.SessionStats(s.ID()).Watches == 0 })
-	if got := w.drv.SessionStats(s.ID()).Requests - before.Requests; got != 4 {
+	waitFor(t, "the hold's watch to go", func() bool { return w.Drv.SessionStats(s.ID()).Watches == 0 })
+	if got := w.Drv.SessionStats(s.ID()).Requests - before.Requests; got != 4 {
 		t.Errorf("a cycle that asked for Err cost %d requests, want 4 (create, watch, read, delete)", got)
 	}
 	w.empty()
@@ -386,28 +387,18 @@ func TestSharedStateAcrossMutexes(t *testing.T) {
 	s := w.session()
 	m1, m2 := w.mutex(s), w.mutex(s)
 	g1 := lock(t, m1)
-	before := w.drv.SessionStats(s.ID()).Requests
+	before := w.Drv.SessionStats(s.ID()).Requests
 	if _, err := m2.TryLock(context.Background()); !errors.Is(err, recipes.ErrLocked) {
 		t.Fatalf("TryLock on the same session and path while held: %v, want ErrLocked", err)
 	}
-	got := make(chan *mutex.Guard)
-	go func() {
-		g, err := m2.Lock(context.Background())
-		if err != nil {
-			t.Error(err)
-		}
-		got <- g
-	}()
+	got := lockAsync(t, m2)
 	waitFor(t, "the second Mutex to wait", func() bool { return m1.Inspect().Waiting == 1 })
 	unlock(t, g1)
-	g2 := <-got
-	if g2 == nil {
-		return
-	}
+	g2 := granted(t, got)
 	if g2.Token() != g1.Token() {
 		t.Errorf("local handoff changed the token: %d -> %d", g1.Token(), g2.Token())
 	}
-	if r := w.drv.SessionStats(s.ID()).Requests - before; r != 0 {
+	if r := w.Drv.SessionStats(s.ID()).Requests - before; r != 0 {
 		t.Errorf("TryLock and a local handoff cost %d requests, want 0", r)
 	}
 	if !errors.Is(g1.Err(), recipes.ErrReleased) {
@@ -425,11 +416,11 @@ func TestTryLock(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TryLock of a free lock: %v", err)
 	}
-	before := w.drv.SessionStats(sb.ID()).Requests
+	before := w.Drv.SessionStats(sb.ID()).Requests
 	if _, err := mb.TryLock(context.Background()); !errors.Is(err, recipes.ErrLocked) {
 		t.Fatalf("TryLock of a held lock: %v, want ErrLocked", err)
 	}
-	if r := w.drv.SessionStats(sb.ID()).Requests - before; r != 1 {
+	if r := w.Drv.SessionStats(sb.ID()).Requests - before; r != 1 {
 		t.Errorf("a refused TryLock cost %d requests, want 1", r)
 	}
 	if q := w.queued(); len(q) > 0 {
@@ -478,30 +469,15 @@ func TestLocker(t *testing.T) {
 	m := w.mutex(w.session())
 	var l sync.Locker = m.Locker()
 	n := 0
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 20 {
-				l.Lock()
-				n++
-				l.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	locktest.Concurrently(8, 20, func() {
+		l.Lock()
+		n++
+		l.Unlock()
+	})
 	if n != 160 {
 		t.Fatalf("n = %d, want 160", n)
 	}
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Error("Unlock of an unlocked Locker did not panic")
-			}
-		}()
-		l.Unlock()
-	}()
+	locktest.UnlockPanics(t, l)
 	w.empty()
 }
 
@@ -585,25 +561,10 @@ func TestSessionLossEndsHolderAndWaiters(t *testing.T) {
 	sa, sb := w.session(), w.session()
 	ma, mb := w.mutex(sa), w.mutex(sb)
 	g := lock(t, ma)
-	errs := make(chan error, 3)
-	for range 3 {
-		go func() {
-			_, err := ma.Lock(context.Background())
-			errs <- err
-		}()
-	}
+	errs := lockErrs(ma, ma, ma)
 	waitFor(t, "local waiters", func() bool { return ma.Inspect().Waiting == 3 })
-	bGot := make(chan *mutex.Guard, 1)
-	go func() {
-		g, err := mb.Lock(context.Background())
-		if err != nil {
-			t.Error(err)
-		}
-		bGot <- g
-	}()
-	if err := w.drv.Expire(sa.ID()); err != nil {
-		t.Fatal(err)
-	}
+	bGot := lockAsync(t, mb)
+	w.Expire(sa)
 	err := ended(t, g)
 	if !errors.Is(err, recipes.ErrLost) || !errors.Is(err, coordkit.ErrSessionLost) {
 		t.Fatalf("holder's Err %v, want ErrLost + ErrSessionLost", err)
@@ -613,10 +574,7 @@ func TestSessionLossEndsHolderAndWaiters(t *testing.T) {
 			t.Fatalf("local waiter: %v, want ErrSessionLost", err)
 		}
 	}
-	gb := <-bGot
-	if gb == nil {
-		return
-	}
+	gb := granted(t, bGot)
 	if gb.Token() <= g.Token() {
 		t.Errorf("token after expiry %d, before %d", gb.Token(), g.Token())
 	}
@@ -635,33 +593,19 @@ func TestSuspendEndsHoldWaitersCarryOn(t *testing.T) {
 	sa := w.session()
 	ma := w.mutex(sa)
 	g := lock(t, ma)
-	got := make(chan *mutex.Guard, 1)
-	go func() {
-		g, err := ma.Lock(context.Background())
-		if err != nil {
-			t.Error(err)
-		}
-		got <- g
-	}()
+	got := lockAsync(t, ma)
 	waitFor(t, "a local waiter", func() bool { return ma.Inspect().Waiting == 1 })
-	if err := w.drv.Disconnect(sa.ID()); err != nil {
-		t.Fatal(err)
-	}
+	w.Disconnect(sa)
 	if err := ended(t, g); !errors.Is(err, session.ErrSuspended) {
 		t.Fatalf("holder's Err %v, want ErrSuspended", err)
 	}
-	if err := w.drv.Reconnect(sa.ID()); err != nil {
-		t.Fatal(err)
-	}
+	w.Reconnect(sa)
 	// The lost holder still excludes its process until it unlocks; its
 	// Unlock deletes the node, and the waiter acquires anew.
 	if err := g.Unlock(context.Background()); err != nil {
 		t.Fatalf("Unlock of a lost guard: %v", err)
 	}
-	g2 := <-got
-	if g2 == nil {
-		return
-	}
+	g2 := granted(t, got)
 	if g2.Token() <= g.Token() {
 		t.Fatalf("token after the loss %d, before %d: the lost acquisition was reused", g2.Token(), g.Token())
 	}
@@ -696,23 +640,13 @@ func TestQueueNodeDeletedByOperator(t *testing.T) {
 	sa, sb := w.session(), w.session()
 	ma, mb := w.mutex(sa), w.mutex(sb)
 	g := lock(t, ma)
-	got := make(chan *mutex.Guard, 1)
-	go func() {
-		g, err := mb.Lock(context.Background())
-		if err != nil {
-			t.Error(err)
-		}
-		got <- g
-	}()
+	got := lockAsync(t, mb)
 	waitFor(t, "B to queue", func() bool { return len(w.queued()) == 1 })
 	if err := w.obs.Delete(context.Background(), w.queued()[0].Path, backend.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
 	unlock(t, g)
-	gb := <-got
-	if gb == nil {
-		return
-	}
+	gb := granted(t, got)
 	unlock(t, gb)
 	w.empty()
 }
@@ -722,26 +656,16 @@ func TestCloseDuringWaits(t *testing.T) {
 	sa, sb := w.session(), w.session()
 	ma, mb := w.mutex(sa), w.mutex(sb)
 	g := lock(t, ma)
-	errs := make(chan error, 4)
-	for range 2 {
-		go func() { _, err := mb.Lock(context.Background()); errs <- err }()
-		go func() { _, err := ma.Lock(context.Background()); errs <- err }()
-	}
+	errs := lockErrs(mb, ma, mb, ma)
 	waitFor(t, "waiters", func() bool { return ma.Inspect().Waiting == 2 && mb.Inspect().Waiting == 2 && len(w.queued()) == 1 })
-	if err := sb.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if err := <-errs; !errors.Is(err, coordkit.ErrClosed) {
-			t.Fatalf("waiter of a closed session: %v, want ErrClosed", err)
+	for _, s := range []*session.Session{sb, sa} {
+		if err := s.Close(context.Background()); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if err := sa.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if err := <-errs; !errors.Is(err, coordkit.ErrClosed) {
-			t.Fatalf("waiter of a closed session: %v, want ErrClosed", err)
+		for range 2 {
+			if err := <-errs; !errors.Is(err, coordkit.ErrClosed) {
+				t.Fatalf("waiter of a closed session: %v, want ErrClosed", err)
+			}
 		}
 	}
 	if err := ended(t, g); !errors.Is(err, coordkit.ErrClosed) || !errors.Is(err, recipes.ErrLost) {
@@ -790,14 +714,14 @@ func TestNoHerd(t *testing.T) {
 				// Each waiter but the head watches its own queue node and its
 				// predecessor's; the head watches the owner node; the
 				// holder's hold watches it too.
-				return len(w.queued()) == waiters && string(n.Data) == mutex.ContendedMark && w.drv.Stats().Watches == 2*waiters
+				return len(w.queued()) == waiters && string(n.Data) == mutex.ContendedMark && w.Drv.Stats().Watches == 2*waiters
 			})
 			t1 := time.Now()
-			before := w.drv.Stats()
+			before := w.Drv.Stats()
 			unlock(t, g)
 			wg.Wait()
 			t.Logf("queueing took %v, the handoffs %v", t1.Sub(t0), time.Since(t1))
-			after := w.drv.Stats()
+			after := w.Drv.Stats()
 			req := float64(after.Requests-before.Requests) / float64(waiters)
 			ev := float64(after.WatchEvents-before.WatchEvents) / float64(waiters)
 			t.Logf("%d waiters: %.2f requests, %.2f watch events per handoff", waiters, req, ev)
