@@ -87,8 +87,8 @@ func launchZooKeeperContainer(ctx context.Context, o options) (*ZooKeeperCluster
 		testcontainers.TerminateContainer(ctr)
 		return nil, err
 	}
-	c := &ZooKeeperCluster{opts: o, source: "docker", addrs: []string{addr},
-		closeFn: func() error { return testcontainers.TerminateContainer(ctr) }}
+	c := newZooKeeperCluster(o, "docker", []string{addr})
+	c.closeFn = func() error { return testcontainers.TerminateContainer(ctr) }
 	// The port listens before the server serves: wait for a mode.
 	deadline := time.Now().Add(o.startTimeout)
 	for c.Mode(0) == "" {
@@ -129,6 +129,7 @@ func launchEtcdContainer(ctx context.Context, o options) (*EtcdCluster, error) {
 		testcontainers.TerminateContainer(ctr)
 		return nil, err
 	}
-	return &EtcdCluster{opts: o, source: "docker", endpoints: []string{ep},
-		closeFn: func() error { return testcontainers.TerminateContainer(ctr) }}, nil
+	c := newEtcdCluster(o, "docker", []string{ep})
+	c.closeFn = func() error { return testcontainers.TerminateContainer(ctr) }
+	return c, nil
 }

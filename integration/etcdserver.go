@@ -29,15 +29,13 @@ import (
 // (COORDKIT_ETCD_ENDPOINTS) or a container can only be used: the methods
 // that need control skip the test (fail it under CI).
 type EtcdCluster struct {
-	opts      options
-	source    string // "embed", "env" or "docker"
-	endpoints []string
-	members   []*etcdMember // only for source "embed"
-	ownedDir  string
-	closeFn   func() error
+	cluster[*etcdMember] // source "embed", "env" or "docker"
+}
 
-	mu     sync.Mutex
-	closed bool
+// newEtcdCluster returns a cluster of the members at endpoints (none yet
+// when the kit is to embed them: source "embed").
+func newEtcdCluster(o options, source string, endpoints []string) *EtcdCluster {
+	return &EtcdCluster{cluster: cluster[*etcdMember]{kind: "etcd", own: "embed", opts: o, source: source, addrs: endpoints}}
 }
 
 type etcdMember struct {
@@ -53,6 +51,9 @@ type etcdMember struct {
 	logger   *zap.Logger
 	logClose func()
 }
+
+func (m *etcdMember) running() bool   { return m.etcd != nil }
+func (m *etcdMember) logFile() string { return m.logPath }
 
 // StartEtcd provides an etcd cluster for the test and closes it in
 // tb.Cleanup: the endpoints in COORDKIT_ETCD_ENDPOINTS if set, a container
@@ -76,34 +77,20 @@ func launchEtcd(ctx context.Context, o options) (*EtcdCluster, error) {
 			return nil, fmt.Errorf("%w: %d etcd members wanted but %s lists %d",
 				ErrUnavailable, o.members, EnvEtcdEndpoints, len(eps))
 		}
-		return &EtcdCluster{opts: o, source: "env", endpoints: eps}, nil
+		return newEtcdCluster(o, "env", eps), nil
 	}
 	if useDocker() && o.members == 1 {
 		return launchEtcdContainer(ctx, o)
 	}
-	c := &EtcdCluster{opts: o, source: "embed"}
-	if c.opts.dir == "" {
-		dir, err := os.MkdirTemp("", "coordkit-etcd-")
-		if err != nil {
-			return nil, err
-		}
-		c.opts.dir, c.ownedDir = dir, dir
-	}
-	if c.opts.logDir == "" {
-		c.opts.logDir = c.opts.dir
-	}
-	const attempts = 3
-	for attempt := 1; ; attempt++ {
-		err := c.tryLaunch(ctx, attempt)
-		if err == nil {
-			return c, nil
-		}
+	c := newEtcdCluster(o, "embed", nil)
+	err := c.launch(ctx, func(attempt int) error { return c.tryLaunch(ctx, attempt) }, func(err error) bool {
 		c.stopAll()
-		if !strings.Contains(err.Error(), "address already in use") || attempt == attempts || ctx.Err() != nil {
-			c.removeOwnedDir()
-			return nil, err
-		}
+		return strings.Contains(err.Error(), "address already in use")
+	})
+	if err != nil {
+		return nil, err
 	}
+	return c, nil
 }
 
 func (c *EtcdCluster) tryLaunch(ctx context.Context, attempt int) error {
@@ -118,7 +105,7 @@ func (c *EtcdCluster) tryLaunch(ctx context.Context, attempt int) error {
 		suffix = fmt.Sprintf("-try%d", attempt)
 	}
 	c.members = make([]*etcdMember, n)
-	c.endpoints = make([]string, n)
+	c.addrs = make([]string, n)
 	var initial []string
 	for i := range n {
 		m := &etcdMember{
@@ -131,13 +118,13 @@ func (c *EtcdCluster) tryLaunch(ctx context.Context, attempt int) error {
 			token:   token,
 		}
 		c.members[i] = m
-		c.endpoints[i] = m.clientU.Host
+		c.addrs[i] = m.clientU.Host
 		initial = append(initial, m.name+"="+m.peerU.String())
 	}
 	for _, m := range c.members {
 		m.cluster = strings.Join(initial, ",")
 		if err := c.startMember(m); err != nil {
-			return err
+			return fmt.Errorf("start etcd member %d: %w", m.index, err)
 		}
 	}
 	for _, m := range c.members {
@@ -198,7 +185,7 @@ func (c *EtcdCluster) startMember(m *etcdMember) error {
 	e, err := embed.StartEtcd(c.config(m))
 	if err != nil {
 		m.logClose()
-		return fmt.Errorf("start etcd member %d: %w (log %s:\n%s)", m.index, err, m.logPath, tailFile(m.logPath, 20))
+		return fmt.Errorf("%w (log %s:\n%s)", err, m.logPath, tailFile(m.logPath, 20))
 	}
 	m.etcd = e
 	return nil
@@ -231,45 +218,15 @@ func (c *EtcdCluster) stopMember(m *etcdMember) {
 
 // Endpoints returns the client endpoints (host:port, which clientv3 takes
 // as is) of all members, running or not.
-func (c *EtcdCluster) Endpoints() []string { return append([]string(nil), c.endpoints...) }
+func (c *EtcdCluster) Endpoints() []string { return append([]string(nil), c.addrs...) }
 
 // Endpoint returns member i's client endpoint (host:port).
-func (c *EtcdCluster) Endpoint(i int) string { return c.endpoints[i] }
-
-// Size returns the number of members.
-func (c *EtcdCluster) Size() int { return len(c.endpoints) }
-
-// Controllable reports whether the kit owns the members, so that Stop and
-// Restart can work.
-func (c *EtcdCluster) Controllable() bool { return c.source == "embed" }
-
-// Source returns where the members come from: "embed", "env"
-// (COORDKIT_ETCD_ENDPOINTS) or "docker".
-func (c *EtcdCluster) Source() string { return c.source }
-
-// LogPath returns member i's log file, or "" when the kit does not run it.
-func (c *EtcdCluster) LogPath(i int) string {
-	if c.source != "embed" {
-		return ""
-	}
-	return c.members[i].logPath
-}
-
-// Running reports whether member i is running (always true for members
-// the kit does not own).
-func (c *EtcdCluster) Running(i int) bool {
-	if c.source != "embed" {
-		return true
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.members[i].etcd != nil
-}
+func (c *EtcdCluster) Endpoint(i int) string { return c.addrs[i] }
 
 // Server returns member i's embedded server, or nil when it is stopped or
 // not embedded. It is for inspection; use Stop and Restart to control it.
 func (c *EtcdCluster) Server(i int) *embed.Etcd {
-	if c.source != "embed" {
+	if !c.Controllable() {
 		return nil
 	}
 	c.mu.Lock()
@@ -277,26 +234,15 @@ func (c *EtcdCluster) Server(i int) *embed.Etcd {
 	return c.members[i].etcd
 }
 
-func (c *EtcdCluster) member(tb testing.TB, op string, i int) *etcdMember {
-	tb.Helper()
-	if c.source != "embed" {
-		skipOrFatal(tb, "cannot %s etcd member %d: %v (source %q)", op, i, ErrNoControl, c.source)
-	}
-	if i < 0 || i >= len(c.members) {
-		tb.Fatalf("%s etcd member %d: no such member (size %d)", op, i, len(c.members))
-	}
-	return c.members[i]
-}
-
 // Stop stops member i (embed.Etcd.Close: connections are closed, the
 // member leaves no goroutine behind). Stopping a stopped member does
 // nothing.
 func (c *EtcdCluster) Stop(tb testing.TB, i int) {
 	tb.Helper()
-	m := c.member(tb, "stop", i)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.stopMember(m)
+	c.control(tb, "stop", i, func(m *etcdMember) error {
+		c.stopMember(m)
+		return nil
+	})
 }
 
 // Start starts stopped member i on the same ports and data directory and
@@ -304,12 +250,7 @@ func (c *EtcdCluster) Stop(tb testing.TB, i int) {
 // a quorum). Starting a running member fails the test.
 func (c *EtcdCluster) Start(tb testing.TB, i int) {
 	tb.Helper()
-	m := c.member(tb, "start", i)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.restartMember(m); err != nil {
-		tb.Fatalf("%v", err)
-	}
+	c.control(tb, "start", i, c.restartMember)
 }
 
 // Restart stops member i and starts it again on the same ports and data
@@ -317,13 +258,10 @@ func (c *EtcdCluster) Start(tb testing.TB, i int) {
 // (etcd renews every lease when a leader takes over).
 func (c *EtcdCluster) Restart(tb testing.TB, i int) {
 	tb.Helper()
-	m := c.member(tb, "restart", i)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.stopMember(m)
-	if err := c.restartMember(m); err != nil {
-		tb.Fatalf("%v", err)
-	}
+	c.control(tb, "restart", i, func(m *etcdMember) error {
+		c.stopMember(m)
+		return c.restartMember(m)
+	})
 }
 
 func (c *EtcdCluster) restartMember(m *etcdMember) error {
@@ -331,7 +269,7 @@ func (c *EtcdCluster) restartMember(m *etcdMember) error {
 		return errors.New("etcd cluster closed")
 	}
 	if m.etcd != nil {
-		return fmt.Errorf("start etcd member %d: already running", m.index)
+		return errors.New("already running")
 	}
 	var err error
 	// The ports were just released; retry briefly if the kernel still
@@ -359,8 +297,8 @@ func (c *EtcdCluster) restartMember(m *etcdMember) error {
 // under CI) otherwise.
 func (c *EtcdCluster) Leader(tb testing.TB) int {
 	tb.Helper()
-	if c.source != "embed" {
-		if len(c.endpoints) == 1 {
+	if !c.Controllable() {
+		if len(c.addrs) == 1 {
 			return 0
 		}
 		skipOrFatal(tb, "cannot find the etcd leader: %v (source %q)", ErrNoControl, c.source)
@@ -467,19 +405,6 @@ func (c *EtcdCluster) waitPeersDrained() {
 		}
 	}
 	waitTCPDrained(ports, 15*time.Second)
-}
-
-func (c *EtcdCluster) removeOwnedDir() {
-	if c.ownedDir != "" {
-		os.RemoveAll(c.ownedDir)
-	}
-}
-
-func (c *EtcdCluster) logTails(tb testing.TB) {
-	for _, m := range c.members {
-		tb.Logf("etcd member %d (%s) log %s, last lines:\n%s",
-			m.index, c.endpoints[m.index], m.logPath, tailFile(m.logPath, 40))
-	}
 }
 
 // GoleakOptions returns the goleak options that ignore the goroutines an

@@ -43,18 +43,16 @@ const zkNotInstalled = "ZooKeeper not installed: run `apt-get install -y zookeep
 // environment (COORDKIT_ZOOKEEPER_ADDRS) or run in a container can only be
 // used: the methods that need control skip the test (fail it under CI).
 type ZooKeeperCluster struct {
-	opts    options
-	source  string // "local", "env" or "docker"
-	addrs   []string
-	members []*zkMember // only for source "local"
+	cluster[*zkMember] // source "local", "env" or "docker"
 
 	java      string
 	classpath string
-	ownedDir  string       // removed by Close
-	closeFn   func() error // extra cleanup (containers)
+}
 
-	mu     sync.Mutex
-	closed bool
+// newZooKeeperCluster returns a cluster of the servers at addrs (none yet
+// when the kit is to run them: source "local").
+func newZooKeeperCluster(o options, source string, addrs []string) *ZooKeeperCluster {
+	return &ZooKeeperCluster{cluster: cluster[*zkMember]{kind: "ZooKeeper", own: "local", opts: o, source: source, addrs: addrs}}
 }
 
 type zkMember struct {
@@ -66,6 +64,9 @@ type zkMember struct {
 	logPath      string
 	proc         *process
 }
+
+func (m *zkMember) running() bool   { return m.proc != nil && m.proc.running() }
+func (m *zkMember) logFile() string { return m.logPath }
 
 // StartZooKeeper provides a ZooKeeper server (WithMembers(3): an ensemble)
 // for the test and closes it in tb.Cleanup. In order of preference it uses
@@ -142,6 +143,132 @@ func tbLogDir(o *options, what string) (func(keep bool), error) {
 	}, nil
 }
 
+// server is a member the kit runs itself: a ZooKeeper JVM (*zkMember) or
+// an embedded etcd (*etcdMember).
+type server interface {
+	running() bool
+	logFile() string
+}
+
+// cluster is what ZooKeeperCluster and EtcdCluster share: where the members
+// come from, their client addresses and, when the kit runs them, the members
+// themselves. The exported methods are those of both cluster types.
+type cluster[M server] struct {
+	kind     string // "ZooKeeper" or "etcd", for messages and directory names
+	own      string // the source of members the kit runs: "local" or "embed"
+	opts     options
+	source   string       // own, "env" or "docker"
+	addrs    []string     // client addresses (host:port) of all members
+	members  []M          // only when source is own
+	ownedDir string       // removed by Close
+	closeFn  func() error // extra cleanup (containers)
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// Size returns the number of members.
+func (c *cluster[M]) Size() int { return len(c.addrs) }
+
+// Controllable reports whether the kit runs the members itself, so that the
+// methods that control them (Stop, Start, Restart, and Kill for ZooKeeper)
+// can work.
+func (c *cluster[M]) Controllable() bool { return c.source == c.own }
+
+// Source returns where the members come from: "local" for ZooKeeper servers
+// the kit started from the local installation, "embed" for etcd members
+// the kit embedded in the test process, "env" for the servers named by
+// COORDKIT_ZOOKEEPER_ADDRS or COORDKIT_ETCD_ENDPOINTS, or "docker".
+func (c *cluster[M]) Source() string { return c.source }
+
+// LogPath returns the path of member i's log file, or "" when the kit does
+// not run the member.
+func (c *cluster[M]) LogPath(i int) string {
+	if !c.Controllable() {
+		return ""
+	}
+	return c.members[i].logFile()
+}
+
+// Running reports whether member i is running. Members the kit does not
+// run are always reported as running.
+func (c *cluster[M]) Running(i int) bool {
+	if !c.Controllable() {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[i].running()
+}
+
+// member returns member i for the control operation op, or skips tb (fails
+// it under CI) when the kit does not run the members.
+func (c *cluster[M]) member(tb testing.TB, op string, i int) M {
+	tb.Helper()
+	if !c.Controllable() {
+		skipOrFatal(tb, "cannot %s %s member %d: %v (source %q)", op, c.kind, i, ErrNoControl, c.source)
+	}
+	if i < 0 || i >= len(c.members) {
+		tb.Fatalf("%s %s member %d: no such member (size %d)", op, c.kind, i, len(c.members))
+	}
+	return c.members[i]
+}
+
+// control runs do on member i (see member) with the cluster locked, and
+// fails tb if do fails.
+func (c *cluster[M]) control(tb testing.TB, op string, i int, do func(M) error) {
+	tb.Helper()
+	m := c.member(tb, op, i)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := do(m); err != nil {
+		tb.Fatalf("%s %s member %d: %v", op, c.kind, i, err)
+	}
+}
+
+// launch starts the members the kit runs. Unless the options name them it
+// makes a data directory, which Close removes, and logs there. It calls
+// start with attempt 1, 2, 3 until start succeeds; after a failure it
+// calls failed, which cleans up and reports whether a port was taken, and
+// gives up unless one was.
+func (c *cluster[M]) launch(ctx context.Context, start func(attempt int) error, failed func(error) (portTaken bool)) error {
+	if c.opts.dir == "" {
+		dir, err := os.MkdirTemp("", "coordkit-"+strings.ToLower(c.kind)+"-")
+		if err != nil {
+			return err
+		}
+		c.opts.dir, c.ownedDir = dir, dir
+	}
+	if c.opts.logDir == "" {
+		c.opts.logDir = c.opts.dir
+	}
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		err := start(attempt)
+		if err == nil {
+			return nil
+		}
+		if !failed(err) || attempt == attempts || ctx.Err() != nil {
+			c.removeOwnedDir()
+			return err
+		}
+	}
+}
+
+func (c *cluster[M]) removeOwnedDir() {
+	if c.ownedDir != "" {
+		os.RemoveAll(c.ownedDir)
+	}
+}
+
+// logTails reports each member's log path and last lines to tb.
+func (c *cluster[M]) logTails(tb testing.TB) {
+	for i, m := range c.members {
+		tb.Logf("%s member %d (%s) log %s, last lines:\n%s",
+			c.kind, i, c.addrs[i], m.logFile(), tailFile(m.logFile(), 40))
+	}
+}
+
 // LaunchZooKeeper is the building block of StartZooKeeper for code without
 // a testing.TB (a TestMain, a benchmark driver). It provides servers in the
 // same order of preference and returns an error wrapping ErrUnavailable
@@ -156,7 +283,7 @@ func launchZooKeeper(ctx context.Context, o options) (*ZooKeeperCluster, error) 
 			return nil, fmt.Errorf("%w: %d ZooKeeper members wanted but %s lists %d",
 				ErrUnavailable, o.members, EnvZooKeeperAddrs, len(addrs))
 		}
-		return &ZooKeeperCluster{opts: o, source: "env", addrs: addrs}, nil
+		return newZooKeeperCluster(o, "env", addrs), nil
 	}
 	if useDocker() && o.members == 1 {
 		return launchZooKeeperContainer(ctx, o)
@@ -222,30 +349,17 @@ func launchLocalZooKeeper(ctx context.Context, o options) (*ZooKeeperCluster, er
 	if err != nil {
 		return nil, err
 	}
-	c := &ZooKeeperCluster{opts: o, source: "local", java: java, classpath: cp}
-	if c.opts.dir == "" {
-		dir, err := os.MkdirTemp("", "coordkit-zookeeper-")
-		if err != nil {
-			return nil, err
-		}
-		c.opts.dir, c.ownedDir = dir, dir
-	}
-	if c.opts.logDir == "" {
-		c.opts.logDir = c.opts.dir
-	}
-	const attempts = 3
-	for attempt := 1; ; attempt++ {
-		err = c.tryLaunch(ctx, attempt)
-		if err == nil {
-			return c, nil
-		}
+	c := newZooKeeperCluster(o, "local", nil)
+	c.java, c.classpath = java, cp
+	err = c.launch(ctx, func(attempt int) error { return c.tryLaunch(ctx, attempt) }, func(error) bool {
 		bindErr := c.bindFailed()
 		c.stopAll(0)
-		if !bindErr || attempt == attempts || ctx.Err() != nil {
-			c.removeOwnedDir()
-			return nil, err
-		}
+		return bindErr
+	})
+	if err != nil {
+		return nil, err
 	}
+	return c, nil
 }
 
 // tryLaunch writes the configuration of every member on fresh ports and
@@ -489,74 +603,18 @@ func (c *ZooKeeperCluster) Addr(i int) string { return c.addrs[i] }
 // ZooKeeper clients such as Curator take.
 func (c *ZooKeeperCluster) ConnectString() string { return strings.Join(c.addrs, ",") }
 
-// Size returns the number of members.
-func (c *ZooKeeperCluster) Size() int { return len(c.addrs) }
-
-// Controllable reports whether the kit owns the servers, so that Stop,
-// Kill, Start and Restart can work.
-func (c *ZooKeeperCluster) Controllable() bool { return c.source == "local" }
-
-// Source returns where the servers come from: "local" (started by the kit
-// from the local installation), "env" (COORDKIT_ZOOKEEPER_ADDRS) or
-// "docker".
-func (c *ZooKeeperCluster) Source() string { return c.source }
-
-// LogPath returns the path of member i's log file, or "" when the kit does
-// not run the server.
-func (c *ZooKeeperCluster) LogPath(i int) string {
-	if c.source != "local" {
-		return ""
-	}
-	return c.members[i].logPath
-}
-
-// Running reports whether member i's process is running. Servers the kit
-// does not own are always reported as running.
-func (c *ZooKeeperCluster) Running(i int) bool {
-	if c.source != "local" {
-		return true
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := c.members[i]
-	return m.proc != nil && m.proc.running()
-}
-
-// member returns member i for a control operation, or skips/fails tb when
-// the servers are not the kit's own.
-func (c *ZooKeeperCluster) member(tb testing.TB, op string, i int) *zkMember {
-	tb.Helper()
-	if c.source != "local" {
-		skipOrFatal(tb, "cannot %s ZooKeeper member %d: %v (source %q)", op, i, ErrNoControl, c.source)
-	}
-	if i < 0 || i >= len(c.members) {
-		tb.Fatalf("%s ZooKeeper member %d: no such member (size %d)", op, i, len(c.members))
-	}
-	return c.members[i]
-}
-
 // Stop stops member i gracefully (SIGTERM, then SIGKILL after 10s) and
 // waits for its process to exit. Stopping a stopped member does nothing.
 func (c *ZooKeeperCluster) Stop(tb testing.TB, i int) {
 	tb.Helper()
-	m := c.member(tb, "stop", i)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.stopMember(m, 10*time.Second); err != nil {
-		tb.Fatalf("stop ZooKeeper member %d: %v", i, err)
-	}
+	c.control(tb, "stop", i, func(m *zkMember) error { return c.stopMember(m, 10*time.Second) })
 }
 
 // Kill kills member i with SIGKILL, as a crash would, and waits for its
 // process to exit. Killing a stopped member does nothing.
 func (c *ZooKeeperCluster) Kill(tb testing.TB, i int) {
 	tb.Helper()
-	m := c.member(tb, "kill", i)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.stopMember(m, 0); err != nil {
-		tb.Fatalf("kill ZooKeeper member %d: %v", i, err)
-	}
+	c.control(tb, "kill", i, func(m *zkMember) error { return c.stopMember(m, 0) })
 }
 
 // Start starts stopped member i again on the same ports and data
@@ -565,26 +623,18 @@ func (c *ZooKeeperCluster) Kill(tb testing.TB, i int) {
 // member fails the test.
 func (c *ZooKeeperCluster) Start(tb testing.TB, i int) {
 	tb.Helper()
-	m := c.member(tb, "start", i)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.startMember(context.Background(), m); err != nil {
-		tb.Fatalf("start ZooKeeper member %d: %v", i, err)
-	}
+	c.control(tb, "start", i, func(m *zkMember) error { return c.startMember(context.Background(), m) })
 }
 
 // Restart stops member i gracefully and starts it again (see Stop, Start).
 func (c *ZooKeeperCluster) Restart(tb testing.TB, i int) {
 	tb.Helper()
-	m := c.member(tb, "restart", i)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.stopMember(m, 10*time.Second); err != nil {
-		tb.Fatalf("restart ZooKeeper member %d: %v", i, err)
-	}
-	if err := c.startMember(context.Background(), m); err != nil {
-		tb.Fatalf("restart ZooKeeper member %d: %v", i, err)
-	}
+	c.control(tb, "restart", i, func(m *zkMember) error {
+		if err := c.stopMember(m, 10*time.Second); err != nil {
+			return err
+		}
+		return c.startMember(context.Background(), m)
+	})
 }
 
 func (c *ZooKeeperCluster) stopMember(m *zkMember, grace time.Duration) error {
@@ -612,7 +662,7 @@ func (c *ZooKeeperCluster) startMember(ctx context.Context, m *zkMember) error {
 	}
 	running := 0
 	for _, p := range c.members {
-		if p.proc != nil && p.proc.running() {
+		if p.running() {
 			running++
 		}
 	}
@@ -688,18 +738,4 @@ func (c *ZooKeeperCluster) stopAll(grace time.Duration) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-func (c *ZooKeeperCluster) removeOwnedDir() {
-	if c.ownedDir != "" {
-		os.RemoveAll(c.ownedDir)
-	}
-}
-
-// logTails reports each member's log path and last lines to tb.
-func (c *ZooKeeperCluster) logTails(tb testing.TB) {
-	for _, m := range c.members {
-		tb.Logf("ZooKeeper member %d (%s) log %s, last lines:\n%s",
-			m.index, c.addrs[m.index], m.logPath, tailFile(m.logPath, 40))
-	}
 }
