@@ -17,12 +17,16 @@ import (
 //
 // A key is taken back only after a Delete by its Conn found it gone, so two
 // live nodes of a Conn never share a key. A key whose create found it
-// already there (someone else re-created it) is dropped for good.
+// already there (someone else re-created it) is dropped for good. The pool
+// forgets a base once none of its keys is live (unless one was dropped), so
+// its size follows the Conn's live nodes, not every path it ever used.
 type namePool struct {
 	mu      sync.Mutex
 	protect string              // this Conn's "_c_<uuid>-" prefix for protected sequential names
 	next    map[string]uint64   // per base: the next suffix never handed out
 	free    map[string][]uint64 // per base: suffixes free again, last freed on top
+	live    map[string]int      // per base: keys handed out and not yet taken back
+	pinned  map[string]bool     // bases with a dropped key: never forgotten
 	inUse   map[string]poolSlot // key → where it came from
 }
 
@@ -49,7 +53,9 @@ func (p *namePool) take(base string, lease int64) (key string, recycled bool) {
 	defer p.mu.Unlock()
 	if p.next == nil {
 		p.next, p.free, p.inUse = map[string]uint64{}, map[string][]uint64{}, map[string]poolSlot{}
+		p.live, p.pinned = map[string]int{}, map[string]bool{}
 	}
+	p.live[base]++
 	var n uint64
 	if f := p.free[base]; len(f) > 0 {
 		n, recycled = f[len(f)-1], true
@@ -77,6 +83,14 @@ func (p *namePool) release(key string) {
 		return
 	}
 	delete(p.inUse, key)
+	p.live[s.base]--
+	if p.live[s.base] == 0 && !p.pinned[s.base] {
+		// Nothing of this base is live: start over next time.
+		delete(p.live, s.base)
+		delete(p.next, s.base)
+		delete(p.free, s.base)
+		return
+	}
 	p.free[s.base] = append(p.free[s.base], s.n)
 }
 
@@ -85,5 +99,8 @@ func (p *namePool) release(key string) {
 func (p *namePool) drop(key string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.inUse, key)
+	if s, ok := p.inUse[key]; ok {
+		delete(p.inUse, key)
+		p.pinned[s.base] = true // its next must never come back to key
+	}
 }

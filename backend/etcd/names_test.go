@@ -41,3 +41,35 @@ func TestNamePoolRecyclesOnlyReleasedKeys(t *testing.T) {
 		t.Fatalf("protected prefix %q is not one stable _c_<uuid>-", pp)
 	}
 }
+
+// A session that locks many distinct paths keeps no pool state for the
+// paths it has let go.
+func TestNamePoolForgetsIdleBases(t *testing.T) {
+	var p namePool
+	for i := range 100 {
+		base := "/locks/order-" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + "/lock-"
+		k, _ := p.take(base, 1)
+		p.release(k)
+	}
+	if len(p.next) != 0 || len(p.free) != 0 || len(p.live) != 0 || len(p.inUse) != 0 {
+		t.Fatalf("pool keeps state for idle bases: next %d, free %d, live %d, inUse %d", len(p.next), len(p.free), len(p.live), len(p.inUse))
+	}
+	a, _ := p.take("/q/lock-", 1)
+	b, _ := p.take("/q/lock-", 1)
+	p.release(a)
+	if len(p.next) != 1 || len(p.free["/q/lock-"]) != 1 {
+		t.Fatalf("a base with a live key lost its state: next %v, free %v", p.next, p.free)
+	}
+	p.release(b)
+	if len(p.next) != 0 {
+		t.Fatalf("base kept after its last key went: %v", p.next)
+	}
+	// A dropped key pins its base, so its suffix is never handed out again.
+	c, _ := p.take("/r/lock-", 1)
+	p.drop(c)
+	d, _ := p.take("/r/lock-", 1)
+	p.release(d)
+	if e, _ := p.take("/r/lock-", 1); e == c {
+		t.Fatalf("dropped key %q handed out again", c)
+	}
+}

@@ -123,14 +123,13 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 
 	parent, name := backend.Split(path)
 	var key, base string
-	recycled := false
 	switch {
 	case opts.Sequential:
 		if opts.Protected {
 			name = c.names.protectedPrefix() + name
 		}
 		base = joinPath(parent, name)
-		key, recycled = c.names.take(base, int64(c.lease))
+		key, _ = c.names.take(base, int64(c.lease))
 	case opts.Protected:
 		key = joinPath(parent, protectedPrefix+uuid.NewString()+"-"+name)
 	default:
@@ -197,11 +196,12 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 			}
 			n = nodeOf(kvs[0])
 			ours := attempt > 1 && retry && (!opts.Ephemeral || kvs[0].Lease == int64(c.lease))
-			if !ours && recycled && attempt == 1 {
-				// A recycled key that somebody created again: leave it
-				// to them and take another.
+			if !ours && opts.Sequential && attempt == 1 {
+				// A sequential name of ours (used before, and deleted)
+				// that somebody else created: leave it to them and take
+				// another.
 				c.names.drop(key)
-				key, recycled = c.names.take(base, int64(c.lease))
+				key, _ = c.names.take(base, int64(c.lease))
 				thenOps, elseOps = ops()
 				attempt = 0
 				continue
