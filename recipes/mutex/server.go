@@ -12,6 +12,7 @@ import (
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/internal/hold"
+	"github.com/coordkit/coordkit/recipes/internal/retry"
 	"github.com/coordkit/coordkit/recipes/internal/waitq"
 	"github.com/coordkit/coordkit/session"
 )
@@ -284,7 +285,7 @@ func (s *server) removeOwner(n backend.Node, marked *bool) error {
 			s.log.Warn("could not delete the owner node", zap.Int64("token", n.Token), zap.Error(err))
 			return err
 		}
-		if err := waitRetry(s.sess.Context(), s.sess, &backoff); err != nil {
+		if err := retry.Wait(s.sess.Context(), s.sess, &backoff); err != nil {
 			return nil // the session ended
 		}
 	}
@@ -380,9 +381,10 @@ func (s *server) retry(ctx context.Context, err error, backoff *time.Duration) e
 	return s.await(ctx, backoff)
 }
 
-// await waits until it is worth trying again (see waitRetry), bounded by ctx.
+// await waits until it is worth trying again (see package retry), bounded
+// by ctx.
 func (s *server) await(ctx context.Context, backoff *time.Duration) error {
-	if err := waitRetry(ctx, s.sess, backoff); err != nil {
+	if err := retry.Wait(ctx, s.sess, backoff); err != nil {
 		return s.stopped(ctx, err)
 	}
 	return nil
@@ -411,49 +413,6 @@ func sessionEnded(err error) bool {
 func retryable(err error) bool {
 	return errors.Is(err, backend.ErrConnectionLoss) || errors.Is(err, recipes.ErrNodeDeleted) ||
 		errors.Is(err, session.ErrSuspended) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// waitRetry waits after a connection loss or a suspension until it is worth
-// trying again: the session reconnected, or, while it looks connected (it has
-// not processed the disconnect yet, or the loss was a single broken call), a
-// backoff doubling from 50ms to 1s has passed. It returns an error if ctx or
-// the session ends.
-func waitRetry(ctx context.Context, s *session.Session, backoff *time.Duration) error {
-	changes, stop := s.Changes()
-	defer stop()
-	if *backoff == 0 {
-		*backoff = 50 * time.Millisecond
-	}
-	for {
-		var timer *time.Timer
-		var retry <-chan time.Time
-		if st := s.State(); (st == session.StateConnected || st == session.StateReconnected) && s.HoldContext().Err() == nil {
-			timer = time.NewTimer(*backoff)
-			retry = timer.C
-			*backoff = min(2**backoff, time.Second)
-		}
-		stopTimer := func() {
-			if timer != nil {
-				timer.Stop()
-			}
-		}
-		select {
-		case c, ok := <-changes:
-			stopTimer()
-			if !ok || c.State.Terminal() {
-				return sessionErr(s)
-			}
-			if c.State == session.StateReconnected {
-				*backoff = 0
-				return nil
-			}
-		case <-retry:
-			return nil
-		case <-ctx.Done():
-			stopTimer()
-			return ctxErr(ctx)
-		}
-	}
 }
 
 // epochErr is the error for a hold epoch that has ended: it wraps the

@@ -13,6 +13,7 @@ import (
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/retry"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -88,7 +89,7 @@ func (h *Hold) monitor() {
 		if errors.Is(err, backend.ErrConnectionLoss) {
 			// Not a loss by itself: the session's policy decides. Wait for
 			// the connection to come back (or the epoch to end) and re-arm.
-			if !h.awaitReconnect(epoch) {
+			if !h.awaitReconnect() {
 				return
 			}
 			continue
@@ -119,7 +120,7 @@ func (h *Hold) monitor() {
 				// leader during an election; a dropped stream): as for a
 				// connection loss, the session's policy decides. Re-arm
 				// once the connection looks usable.
-				if !h.awaitReconnect(epoch) {
+				if !h.awaitReconnect() {
 					return
 				}
 			}
@@ -135,49 +136,19 @@ func (h *Hold) monitor() {
 	}
 }
 
-// awaitReconnect runs after a watch failed with connection loss. It waits
-// until the session is connected again, the epoch ends (then it ends the
-// hold) or the hold ends, and reports whether to re-arm the watch. If the
-// session still looks connected (it has not processed the disconnect yet, or
-// the loss was a single broken call), it waits for the next state change or
-// a backoff that doubles from 50ms to 1s, whichever comes first.
-func (h *Hold) awaitReconnect(epoch context.Context) bool {
-	changes, stop := h.sess.Changes()
-	defer stop()
-	if h.backoff == 0 {
-		h.backoff = 50 * time.Millisecond
+// awaitReconnect runs after a watch failed with connection loss (or broke
+// on a live session). It waits (see package retry) until it is worth
+// re-arming the watch, and reports whether to. h.ctx bounds the wait: it
+// ends with the hold and with the epoch (whose callback ends the hold as
+// lost); a session that ends first ends the hold as lost here.
+func (h *Hold) awaitReconnect() bool {
+	if err := retry.Wait(h.ctx, h.sess, &h.backoff); err != nil {
+		if h.ctx.Err() == nil {
+			h.cancel(lost(err))
+		}
+		return false
 	}
-	for {
-		var retry <-chan time.Time
-		timer := (*time.Timer)(nil)
-		if st := h.sess.State(); st == session.StateConnected || st == session.StateReconnected {
-			timer = time.NewTimer(h.backoff)
-			retry = timer.C
-			h.backoff = min(2*h.backoff, time.Second)
-		}
-		stopTimer := func() {
-			if timer != nil {
-				timer.Stop()
-			}
-		}
-		select {
-		case c := <-changes:
-			stopTimer()
-			if c.State == session.StateReconnected {
-				h.backoff = 0
-				return true
-			}
-		case <-retry:
-			return true
-		case <-epoch.Done():
-			stopTimer()
-			h.cancel(lost(context.Cause(epoch)))
-			return false
-		case <-h.ctx.Done():
-			stopTimer()
-			return false
-		}
-	}
+	return true
 }
 
 // terminal reports whether a watch's EventLost error means the session is

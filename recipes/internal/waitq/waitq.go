@@ -66,6 +66,7 @@ import (
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/retry"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -421,7 +422,7 @@ func (e *Entry) retry(ctx, wctx context.Context, err error, backoff *time.Durati
 	if !errors.Is(err, backend.ErrConnectionLoss) {
 		return fmt.Errorf("waitq: wait in %s: %w", e.spec.Dir, err)
 	}
-	if awaitRetry(wctx, e.sess, backoff) != nil {
+	if retry.Wait(wctx, e.sess, backoff) != nil {
 		if serr := e.stopped(ctx); serr != nil {
 			return serr
 		}
@@ -430,12 +431,12 @@ func (e *Entry) retry(ctx, wctx context.Context, err error, backoff *time.Durati
 	return nil
 }
 
-// awaitEpoch is awaitRetry bounded by ctx and the epoch.
+// awaitEpoch is retry.Wait bounded by ctx and the epoch.
 func (e *Entry) awaitEpoch(ctx context.Context, backoff *time.Duration) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(e.epoch, cancel)()
-	return awaitRetry(wctx, e.sess, backoff)
+	return retry.Wait(wctx, e.sess, backoff)
 }
 
 // lostWatch handles a watch that can no longer deliver: the end of the
@@ -557,7 +558,7 @@ func removeUntilSessionEnds(s *session.Session, n backend.Node, log *zap.Logger)
 			}
 			return
 		}
-		if awaitRetry(s.Context(), s, &backoff) != nil {
+		if retry.Wait(s.Context(), s, &backoff) != nil {
 			return
 		}
 	}
@@ -595,51 +596,6 @@ func Delete(ctx context.Context, c backend.Conn, n backend.Node) error {
 			version = cur.Version
 		default:
 			return err
-		}
-	}
-}
-
-// awaitRetry waits after a connection loss until it is worth trying again:
-// the session reconnected, or, while it still looks connected (it has not
-// processed the disconnect yet, or the loss was a single broken call), a
-// backoff doubling from 50ms to 1s has passed. It returns ctx's error if ctx
-// ends first, and an error if the session ends.
-func awaitRetry(ctx context.Context, s *session.Session, backoff *time.Duration) error {
-	changes, stop := s.Changes()
-	defer stop()
-	if *backoff == 0 {
-		*backoff = 50 * time.Millisecond
-	}
-	for {
-		var retry <-chan time.Time
-		var timer *time.Timer
-		if st := s.State(); st == session.StateConnected || st == session.StateReconnected {
-			timer = time.NewTimer(*backoff)
-			retry = timer.C
-			*backoff = min(2**backoff, time.Second)
-		}
-		select {
-		case c, ok := <-changes:
-			if timer != nil {
-				timer.Stop()
-			}
-			if !ok || c.State.Terminal() {
-				if err := s.Err(); err != nil {
-					return err
-				}
-				return coordkit.ErrClosed
-			}
-			if c.State == session.StateReconnected {
-				*backoff = 0
-				return nil
-			}
-		case <-retry:
-			return nil
-		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
-			return ctx.Err()
 		}
 	}
 }
