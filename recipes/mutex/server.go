@@ -291,52 +291,21 @@ func (s *server) removeOwner(n backend.Node, marked *bool) error {
 	}
 }
 
-// deleteIncarnation deletes n if the node at its path is still that
-// incarnation, and reports nothing if it is gone or replaced. It sets
-// *marked (if not nil) when it finds the node marked by a waiter.
+// deleteIncarnation deletes exactly the incarnation n of an owner node
+// (waitq.DeleteIncarnation), and sets *marked (if not nil) when a waiter had
+// marked it.
 //
 // Where the backend's versions identify an incarnation (etcd: the mod
-// revision is unique cluster-wide) it deletes by the version n was created
-// with, and after a version mismatch (a waiter marked it) reads the node,
-// compares its token and deletes by its current version. Where they do not
-// (ZooKeeper: every P/owner starts at the same data version), a delete by
-// version could remove a newer owner node of another process if ours was
-// deleted by someone else (an operator) meanwhile; so it reads first and
-// deletes only the incarnation with n's token, by the version it read. That
-// costs one read per release. It leaves one window: an operator deletes our
-// node and another process creates a new one in the round trip between our
-// read and our delete.
+// revision is unique cluster-wide) the delete by n's version comes first:
+// one round trip. On ZooKeeper every P/owner starts at the same data
+// version, so a delete by version could remove a newer owner node of another
+// process if ours was deleted by someone else (an operator) meanwhile; there
+// the release reads P/owner first and deletes it only if its czxid is our
+// token, by the version it read: a cheap read and a delete. It leaves one
+// window: an operator deletes our node and another process creates a new
+// one within the round trip between our read and our delete.
 func deleteIncarnation(ctx context.Context, c backend.Conn, n backend.Node, marked *bool) error {
-	version := n.Version
-	read := !versionsIdentifyIncarnations(c)
-	for {
-		if read {
-			cur, err := c.Get(ctx, n.Path)
-			switch {
-			case errors.Is(err, backend.ErrNoNode):
-				return nil
-			case err != nil:
-				return err
-			case cur.Token != n.Token:
-				return nil // replaced: ours is gone
-			}
-			if marked != nil && (cur.Version != n.Version || string(cur.Data) == ContendedMark) {
-				*marked = true
-			}
-			version = cur.Version
-		}
-		err := c.Delete(ctx, n.Path, version)
-		switch {
-		case err == nil, errors.Is(err, backend.ErrNoNode):
-			return nil
-		case !errors.Is(err, backend.ErrBadVersion):
-			return err
-		}
-		if marked != nil {
-			*marked = true
-		}
-		read = true
-	}
+	return waitq.DeleteIncarnation(ctx, c, n, !versionsIdentifyIncarnations(c), marked)
 }
 
 // versionsIdentifyIncarnations reports whether c's node versions tell the
