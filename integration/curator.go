@@ -153,18 +153,11 @@ func CuratorInstallation() (java, javac, classpath string, err error) {
 	if cp := os.Getenv(EnvCuratorClasspath); cp != "" {
 		classpath = cp
 	} else {
-		var paths, absent []string
-		for _, name := range curatorJars {
-			p := filepath.Join(debianJarsDir, name+".jar")
-			if _, err := os.Stat(p); err != nil {
-				absent = append(absent, p)
-			}
-			paths = append(paths, p)
+		var absent string
+		classpath, absent = debianClasspath(curatorJars)
+		if absent != "" {
+			missing = append(missing, absent)
 		}
-		if len(absent) > 0 {
-			missing = append(missing, "missing jars: "+strings.Join(absent, ", "))
-		}
-		classpath = strings.Join(paths, string(os.PathListSeparator))
 	}
 	if len(missing) > 0 {
 		return "", "", "", fmt.Errorf("%w: %s (%s)", ErrUnavailable, curatorNotInstalled, strings.Join(missing, "; "))

@@ -291,6 +291,23 @@ func launchZooKeeper(ctx context.Context, o options) (*ZooKeeperCluster, error) 
 	return launchLocalZooKeeper(ctx, o)
 }
 
+// debianClasspath returns the class path of the named jars in Debian's
+// jar directory, and, if some are not installed, what is missing.
+func debianClasspath(names []string) (classpath, missing string) {
+	var paths, absent []string
+	for _, name := range names {
+		p := filepath.Join(debianJarsDir, name+".jar")
+		if _, err := os.Stat(p); err != nil {
+			absent = append(absent, p)
+		}
+		paths = append(paths, p)
+	}
+	if len(absent) > 0 {
+		missing = "missing jars: " + strings.Join(absent, ", ")
+	}
+	return strings.Join(paths, string(os.PathListSeparator)), missing
+}
+
 // ZooKeeperInstallation returns the java binary and class path the kit
 // uses to run ZooKeeper, or an error wrapping ErrUnavailable that says what
 // is missing.
@@ -311,18 +328,11 @@ func ZooKeeperInstallation() (java, classpath string, err error) {
 		}
 		classpath = filepath.Join(dir, "*")
 	default:
-		var paths, absent []string
-		for _, name := range zooKeeperJars {
-			p := filepath.Join(debianJarsDir, name+".jar")
-			if _, err := os.Stat(p); err != nil {
-				absent = append(absent, p)
-			}
-			paths = append(paths, p)
+		var absent string
+		classpath, absent = debianClasspath(zooKeeperJars)
+		if absent != "" {
+			missing = append(missing, absent)
 		}
-		if len(absent) > 0 {
-			missing = append(missing, "missing jars: "+strings.Join(absent, ", "))
-		}
-		classpath = strings.Join(paths, string(os.PathListSeparator))
 	}
 	if len(missing) > 0 {
 		return "", "", fmt.Errorf("%w: %s (%s)", ErrUnavailable, zkNotInstalled, strings.Join(missing, "; "))
