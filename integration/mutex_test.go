@@ -304,16 +304,11 @@ func mxExpiry(t *testing.T, hs *session.Session, other backend.Driver, expire fu
 }
 
 // mxAwait polls cond, which reads server state that changes without a
-// signal the test can wait on, until it holds.
+// signal the test can wait on, until it holds (waitUntil, bounded by
+// lockBound).
 func mxAwait(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(lockBound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, what, lockBound, cond)
 }
 
 // TestMutexCancelLeavesNothing: Lock calls cancelled while another session
