@@ -95,6 +95,24 @@ type Conn interface {
 	// sent pipelined once the create returns; on etcd it is one Txn.
 	CreateAndList(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, []Node, error)
 
+	// CreateAndWatch creates a node as Create does and arms a one-shot
+	// watch on it, as Watch right after the create would: the watch fires
+	// when this incarnation of the node is changed or deleted, or can no
+	// longer be delivered. The node is never lost to the watch: if the
+	// create succeeded but the watch could not be armed, or the node was
+	// already changed or gone by then, the watch has fired already
+	// (EventLost with the reason, EventChanged, EventDeleted). This is how a
+	// holder learns, without a read at release, that its node is still the
+	// one it created.
+	//
+	// On ZooKeeper the watch of a non-sequential node costs no round trip
+	// of latency: its ExistsW is sent right behind the create, before the
+	// create's reply, and the server answers a session's requests in order.
+	// (Should it have been answered first, the driver arms it again: one more
+	// round trip.) Elsewhere, and for sequential nodes, it is a Create and a
+	// Watch (see CreateThenWatch).
+	CreateAndWatch(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, *Watch, error)
+
 	// Get reads one node. Returns ErrNoNode if it does not exist.
 	Get(ctx context.Context, path string) (Node, error)
 
@@ -169,6 +187,60 @@ type CreateOptions struct {
 // a newer node at a reused path reads and compares Node.Token first.
 type IncarnationVersions interface {
 	VersionsIdentifyIncarnations() bool
+}
+
+// CreateThenWatch implements Conn.CreateAndWatch on c with a Create and then
+// a Watch of the new node, for drivers that have nothing faster. See
+// Conn.CreateAndWatch for what the watch reports.
+func CreateThenWatch(ctx context.Context, c Conn, path string, data []byte, opts CreateOptions) (Node, *Watch, error) {
+	n, err := c.Create(ctx, path, data, opts)
+	if err != nil {
+		return Node{}, nil, err
+	}
+	return n, WatchCreated(ctx, c, n), nil
+}
+
+// WatchCreated arms a watch on n, a node c has just created, that fires
+// when that incarnation is changed or deleted. A watch that cannot be armed,
+// or finds the node changed or gone, is returned fired (see
+// Conn.CreateAndWatch).
+func WatchCreated(ctx context.Context, c Conn, n Node) *Watch {
+	cur, exists, w, err := c.Watch(ctx, n.Path)
+	switch {
+	case err != nil:
+		return FiredWatch(WatchEvent{Type: EventLost, Path: n.Path, Err: err})
+	case !exists || (n.Token != 0 && cur.Token != n.Token):
+		w.Stop()
+		return FiredWatch(WatchEvent{Type: EventDeleted, Path: n.Path})
+	case n.Token != 0 && cur.Version != n.Version:
+		w.Stop()
+		return FiredWatch(WatchEvent{Type: EventChanged, Path: n.Path})
+	}
+	return w
+}
+
+// FiredWatch returns a Watch that has delivered ev already.
+func FiredWatch(ev WatchEvent) *Watch {
+	c := make(chan WatchEvent, 1)
+	c <- ev
+	return NewWatch(c, nil)
+}
+
+// Fired reports, without waiting, whether the event has arrived, for a
+// holder that checks its watch now and then instead of receiving from C.
+// The first call that finds the event receives it (C then never delivers
+// it); every later call reports true. An event already received from C is
+// not seen: use one or the other.
+func (w *Watch) Fired() bool {
+	if w.fired {
+		return true
+	}
+	select {
+	case <-w.c:
+		w.fired = true
+	default:
+	}
+	return w.fired
 }
 
 // AnyVersion passed as a version to Set, Delete or GuardedSet skips the
@@ -329,8 +401,9 @@ type WatchEvent struct {
 
 // Watch is a one-shot watch armed by Conn.Watch or Conn.WatchChildren.
 type Watch struct {
-	c    <-chan WatchEvent
-	stop func()
+	c     <-chan WatchEvent
+	stop  func()
+	fired bool // Fired received the event
 }
 
 // NewWatch is for drivers: c must receive exactly one event and stop must

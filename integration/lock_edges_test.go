@@ -340,6 +340,15 @@ func (c *countingConn) Create(ctx context.Context, path string, data []byte, o b
 	return c.Conn.Create(ctx, path, data, o)
 }
 
+func (c *countingConn) CreateAndWatch(ctx context.Context, path string, data []byte, o backend.CreateOptions) (backend.Node, *backend.Watch, error) {
+	c.count("CreateAndWatch", path)
+	n, w, err := c.Conn.CreateAndWatch(ctx, path, data, o)
+	if err != nil {
+		return n, w, err
+	}
+	return n, c.watch(w), nil
+}
+
 func (c *countingConn) CreateAndList(ctx context.Context, path string, data []byte, o backend.CreateOptions) (backend.Node, []backend.Node, error) {
 	c.count("CreateAndList", path)
 	return c.Conn.CreateAndList(ctx, path, data, o)

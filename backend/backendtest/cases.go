@@ -297,6 +297,67 @@ func testCreateAndList(e *env) {
 	e.del(c, n1.Path, n2.Path, n3.Path, n4.Path)
 }
 
+// testCreateAndWatch: the node is created as by Create and its watch is
+// armed on that incarnation: silent until the node changes (by anyone,
+// the creator included) or is deleted, then one event. An existing path
+// fails as Create does and arms nothing.
+func testCreateAndWatch(e *env) {
+	c, other := e.open(), e.open()
+	p := e.path("cw", "owner")
+	n, w, err := c.CreateAndWatch(e.ctx, p, data("v0"), backend.CreateOptions{Ephemeral: true})
+	if err != nil {
+		e.t.Fatalf("CreateAndWatch under a missing parent: %v", err)
+	}
+	if n.Path != p || n.Token <= 0 || n.Owner != c.SessionID() || string(n.Data) != string(data("v0")) {
+		e.t.Errorf("CreateAndWatch node: %+v", n)
+	}
+	if g := e.get(other, p); g.Token != n.Token || g.Version != n.Version {
+		e.t.Errorf("CreateAndWatch returned token %d version %d, Get reads %d and %d", n.Token, n.Version, g.Token, g.Version)
+	}
+	if w.Fired() {
+		e.t.Fatalf("CreateAndWatch: the watch fired before any change")
+	}
+	if _, _, err := other.CreateAndWatch(e.ctx, p, data("v1"), backend.CreateOptions{}); !errors.Is(err, backend.ErrNodeExists) {
+		e.t.Errorf("CreateAndWatch of an existing path: %v, want ErrNodeExists", err)
+	}
+	e.set(other, p, "v1")
+	e.expect(w, backend.EventChanged, p, "CreateAndWatch, then Set")
+
+	// Deleted by another session; then the creator's own delete fires a
+	// fresh one.
+	q := e.path("cw", "q")
+	_, wq, err := c.CreateAndWatch(e.ctx, q, data("q"), backend.CreateOptions{})
+	if err != nil {
+		e.t.Fatalf("CreateAndWatch: %v", err)
+	}
+	e.del(other, q)
+	e.expect(wq, backend.EventDeleted, q, "CreateAndWatch, then Delete by another session")
+	_, wq2, err := c.CreateAndWatch(e.ctx, q, data("q"), backend.CreateOptions{})
+	if err != nil {
+		e.t.Fatalf("CreateAndWatch again: %v", err)
+	}
+	e.del(c, q)
+	e.expect(wq2, backend.EventDeleted, q, "CreateAndWatch, then the creator's Delete")
+	if wq2.Fired() {
+		e.t.Errorf("Fired after the event was received from C: true (C delivers exactly one event)")
+	}
+
+	// A sequential node is watched too.
+	sn, ws, err := c.CreateAndWatch(e.ctx, e.path("cw", "s-"), data("s"), backend.CreateOptions{Sequential: true, Ephemeral: true})
+	if err != nil {
+		e.t.Fatalf("CreateAndWatch sequential: %v", err)
+	}
+	if !sn.Sequential || sn.Token <= n.Token {
+		e.t.Errorf("CreateAndWatch sequential node: %+v", sn)
+	}
+	if ws.Fired() {
+		e.t.Fatalf("CreateAndWatch sequential: the watch fired before any change")
+	}
+	e.del(other, sn.Path)
+	e.expect(ws, backend.EventDeleted, sn.Path, "CreateAndWatch sequential, then Delete")
+	e.del(c, p)
+}
+
 // testChildren: a missing parent has no children and is no error; only
 // direct children are listed, and "/a" does not see "/ab".
 func testChildren(e *env) {

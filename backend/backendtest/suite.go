@@ -99,6 +99,7 @@ var cases = []struct {
 	{"Tokens", testTokens},
 	{"SequentialOrder", testSequentialOrder},
 	{"CreateAndList", testCreateAndList},
+	{"CreateAndWatch", testCreateAndWatch},
 	{"Children", testChildren},
 	{"Versions", testVersions},
 	{"GuardedSet", testGuardedSet},

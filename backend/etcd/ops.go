@@ -217,6 +217,12 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	}
 }
 
+// CreateAndWatch implements backend.Conn with a Create and a Watch (see
+// backend.CreateThenWatch).
+func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, *backend.Watch, error) {
+	return backend.CreateThenWatch(ctx, c, path, data, opts)
+}
+
 // Get reads one node.
 func (c *conn) Get(ctx context.Context, path string) (backend.Node, error) {
 	if err := backend.ValidatePath(path); err != nil {

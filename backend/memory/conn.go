@@ -176,6 +176,12 @@ func (c *conn) findProtected(ctx context.Context, parent, name string, sequentia
 	return backend.Node{}, nil, false, nil
 }
 
+// CreateAndWatch implements backend.Conn with a Create and a Watch (see
+// backend.CreateThenWatch).
+func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, *backend.Watch, error) {
+	return backend.CreateThenWatch(ctx, c, path, data, opts)
+}
+
 func (c *conn) Get(ctx context.Context, path string) (backend.Node, error) {
 	if err := backend.ValidatePath(path); err != nil {
 		return backend.Node{}, err

@@ -41,6 +41,20 @@ type createReq struct {
 	data   []byte
 	flags  int32
 	opts   backend.CreateOptions
+	// watch asks createOnce to send an ExistsW of a non-sequential node
+	// right behind the create; pipelined is its outcome for the create
+	// that succeeded.
+	watch     bool
+	pipelined *existsW
+	haveStat  bool // set by create: the Stat of the new node is known
+}
+
+// existsW is the outcome of an ExistsW.
+type existsW struct {
+	ok  bool
+	st  *zk.Stat
+	ch  <-chan zk.Event
+	err error
 }
 
 // recoverable reports whether a create whose outcome was lost can be
@@ -53,8 +67,8 @@ func (r *createReq) recoverable() bool {
 // Create implements backend.Conn.
 func (c *conn) Create(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, error) {
 	const op = "create"
-	n, haveStat, err := c.create(ctx, op, path, data, opts)
-	if err != nil || haveStat {
+	n, r, err := c.create(ctx, op, path, data, opts, false)
+	if err != nil || r.haveStat {
 		return n, err
 	}
 	// A sequential create returns only the name: read the token.
@@ -83,6 +97,30 @@ func (c *conn) Create(ctx context.Context, path string, data []byte, opts backen
 	}
 }
 
+// CreateAndWatch implements backend.Conn. For a non-sequential node the
+// ExistsW is sent right behind the create (see createOnce), so both replies
+// arrive within the create's round trip. The watch is used only if the
+// ExistsW found this incarnation (its czxid is the create's): if the server
+// answered it before the create, it watches for a creation instead, and the
+// driver arms a watch again with a read (backend.WatchCreated). A sequential
+// node's path is unknown until the create returns: it is created, then
+// watched.
+func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, *backend.Watch, error) {
+	if opts.Sequential {
+		return backend.CreateThenWatch(ctx, c, path, data, opts)
+	}
+	n, r, err := c.create(ctx, "create", path, data, opts, true)
+	if err != nil {
+		return backend.Node{}, nil, err
+	}
+	if e := r.pipelined; e != nil && e.err == nil && e.ok && e.st.Czxid == n.Token && int64(e.st.Version) == n.Version {
+		return n, c.newWatch(n.Path, e.ch, false), nil
+	}
+	// The ExistsW went first, or failed: its watch, if any, is left to
+	// go-zookeeper (it fires once and is dropped).
+	return n, backend.WatchCreated(ctx, c, n), nil
+}
+
 // CreateAndList implements backend.Conn. After the create, the token read
 // (for a sequential node) and the listing are sent at once from two
 // goroutines, so they share one round trip: go-zookeeper writes them on the
@@ -90,10 +128,11 @@ func (c *conn) Create(ctx context.Context, path string, data []byte, opts backen
 // session's requests in order, after the create.
 func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, []backend.Node, error) {
 	const op = "create"
-	n, haveStat, err := c.create(ctx, op, path, data, opts)
+	n, r, err := c.create(ctx, op, path, data, opts, false)
 	if err != nil {
 		return n, nil, err
 	}
+	haveStat := r.haveStat
 	parent, _ := backend.Split(n.Path)
 	type listing struct {
 		kids   []string
@@ -162,23 +201,25 @@ func fillStat(n *backend.Node, st *zk.Stat) {
 	n.Owner = ownerOf(st.EphemeralOwner)
 }
 
-// create validates and creates the node. haveStat reports whether the
-// Token, Version and Owner are known (a sequential create needs a read).
-func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions) (backend.Node, bool, error) {
+// create validates and creates the node; with watch, a non-sequential
+// node's ExistsW is pipelined behind the create (r.pipelined). r.haveStat
+// reports whether the Token, Version and Owner are known (a sequential
+// create needs a read).
+func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, watch bool) (backend.Node, *createReq, error) {
 	if ctx == nil {
-		return backend.Node{}, false, c.wrap(op, path, errNilContext)
+		return backend.Node{}, nil, c.wrap(op, path, errNilContext)
 	}
 	if err := backend.ValidatePath(path); err != nil {
-		return backend.Node{}, false, fmt.Errorf("zookeeper: %s: %w", op, err)
+		return backend.Node{}, nil, fmt.Errorf("zookeeper: %s: %w", op, err)
 	}
 	if err := backend.ValidateData(data); err != nil {
-		return backend.Node{}, false, fmt.Errorf("zookeeper: %s %s: %w", op, path, err)
+		return backend.Node{}, nil, fmt.Errorf("zookeeper: %s %s: %w", op, path, err)
 	}
 	if err := c.usable(); err != nil {
-		return backend.Node{}, false, c.wrap(op, path, err)
+		return backend.Node{}, nil, c.wrap(op, path, err)
 	}
 	parent, name := backend.Split(path)
-	r := &createReq{parent: parent, name: name, data: clone(data), opts: opts}
+	r := &createReq{parent: parent, name: name, data: clone(data), opts: opts, watch: watch && !opts.Sequential}
 	if opts.Protected {
 		r.prefix = newProtectedPrefix()
 		r.name = r.prefix + name
@@ -192,9 +233,10 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	}
 	n, haveStat, err := c.createLoop(ctx, r)
 	if err != nil {
-		return backend.Node{}, false, c.wrap(op, r.full, err)
+		return backend.Node{}, nil, c.wrap(op, r.full, err)
 	}
-	return n, haveStat, nil
+	r.haveStat = haveStat
+	return n, r, nil
 }
 
 // createLoop creates r.full, creating missing parents as containers and
@@ -262,23 +304,49 @@ func (c *conn) createLoop(ctx context.Context, r *createReq) (backend.Node, bool
 // The data is sent once, so the request stays within the server's
 // jute.maxbuffer; the version of the new node is 1. A sequential node's
 // final path is unknown before the create, so it is a plain create.
+//
+// With r.watch, an ExistsW of the node is sent right behind the multi, from a
+// goroutine started just before it: the new goroutine runs once this one
+// has queued the multi and blocks on its reply (the scheduler runs it next
+// on this thread, and another thread waits a few microseconds before it
+// takes it), so the ExistsW almost always reaches the server second and
+// sees the new node. CreateAndWatch checks that it did.
 func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool, error) {
 	if !r.opts.Sequential {
-		res, err := do(ctx, c, func(z *zk.Conn) ([]zk.MultiResponse, error) {
-			return z.Multi(
+		type created struct {
+			res    []zk.MultiResponse
+			exists *existsW
+		}
+		out, err := do(ctx, c, func(z *zk.Conn) (created, error) {
+			var pipe chan existsW
+			if r.watch {
+				pipe = make(chan existsW, 1)
+				go func() {
+					ok, st, ch, err := z.ExistsW(r.full)
+					pipe <- existsW{ok, st, ch, err}
+				}()
+			}
+			res, err := z.Multi(
 				&zk.CreateRequest{Path: r.full, Data: nil, Acl: worldACL, Flags: r.flags},
 				&zk.SetDataRequest{Path: r.full, Data: r.data, Version: 0},
 			)
-		}, func(res []zk.MultiResponse, err error) {
+			out := created{res: res}
+			if pipe != nil {
+				e := <-pipe
+				out.exists = &e
+			}
+			return out, err
+		}, func(out created, err error) {
 			c.abandonedCreate(r, r.full, 1, err)
 		})
 		if err != nil {
 			return backend.Node{}, false, err
 		}
-		if len(res) != 2 || res[1].Stat == nil {
-			return backend.Node{}, false, fmt.Errorf("unexpected multi response (%d results): %w", len(res), zk.ErrAPIError)
+		if len(out.res) != 2 || out.res[1].Stat == nil {
+			return backend.Node{}, false, fmt.Errorf("unexpected multi response (%d results): %w", len(out.res), zk.ErrAPIError)
 		}
-		return nodeOf(r.full, clone(r.data), res[1].Stat), true, nil
+		r.pipelined = out.exists
+		return nodeOf(r.full, clone(r.data), out.res[1].Stat), true, nil
 	}
 	p, err := do(ctx, c, func(z *zk.Conn) (string, error) {
 		return z.Create(r.full, r.data, r.flags, worldACL)

@@ -25,6 +25,10 @@ import (
 type acquisition struct {
 	node backend.Node // P/owner as created: Token, Version
 	hold *hold.Hold
+	// watch, where versions do not identify incarnations (ZooKeeper), is
+	// the watch armed on P/owner with its create: while it has not fired,
+	// the node is still ours and unchanged (see removeOwner).
+	watch *backend.Watch
 	// tail is closed once the queue node the acquisition used is gone
 	// (nil if it did not queue).
 	tail chan struct{}
@@ -37,6 +41,9 @@ type server struct {
 	sess  *session.Session
 	conn  backend.Conn
 	owner string
+	// exact: the backend's versions identify incarnations (etcd), so a
+	// delete by version never touches a newer owner node.
+	exact bool
 	log   *zap.Logger
 	spawn func(func()) // runs a goroutine the loop waits for
 	spec  *waitq.Spec
@@ -48,6 +55,7 @@ func newServer(s *session.Session, path string, log *zap.Logger) *server {
 		sess:  s,
 		conn:  s.Conn(),
 		owner: backend.Join(path, OwnerName),
+		exact: versionsIdentifyIncarnations(s.Conn()),
 		log:   log,
 		spec: &waitq.Spec{
 			Dir:    queue,
@@ -83,10 +91,10 @@ func (s *server) acquire(ctx context.Context, try, queue bool) (*acquisition, er
 			if err != nil {
 				return nil, err
 			}
-			n, err := s.conn.Create(dctx, s.owner, nil, ephemeral)
+			n, w, err := s.createOwner(dctx)
 			switch {
 			case err == nil:
-				if a := s.granted(epoch, n); a != nil {
+				if a := s.granted(epoch, n, w); a != nil {
 					return a, nil
 				}
 				if try {
@@ -164,10 +172,10 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 		}
 		if !exists {
 			w.Stop()
-			n, err := s.conn.Create(context.WithoutCancel(ctx), s.owner, nil, ephemeral)
+			n, w, err := s.createOwner(context.WithoutCancel(ctx))
 			switch {
 			case err == nil:
-				if a := s.granted(epoch, n); a != nil {
+				if a := s.granted(epoch, n, w); a != nil {
 					return a, nil
 				}
 			case errors.Is(err, backend.ErrNodeExists):
@@ -183,7 +191,7 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 			// this process holds nothing now (its acquisitions are
 			// serialised), so it can go.
 			w.Stop()
-			if err := deleteIncarnation(ctx, s.conn, n, nil); err != nil {
+			if err := s.deleteIncarnation(ctx, n, nil, nil); err != nil {
 				if err := s.retry(ctx, err, backoff); err != nil {
 					return nil, err
 				}
@@ -217,20 +225,34 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 	}
 }
 
+// createOwner creates P/owner. Where versions do not identify incarnations
+// (ZooKeeper) it also arms a watch on the new node, pipelined with the
+// create (backend.Conn.CreateAndWatch), for the release.
+func (s *server) createOwner(ctx context.Context) (backend.Node, *backend.Watch, error) {
+	if s.exact {
+		n, err := s.conn.Create(ctx, s.owner, nil, ephemeral)
+		return n, nil, err
+	}
+	return s.conn.CreateAndWatch(ctx, s.owner, nil, ephemeral)
+}
+
 // granted turns a created owner node into an acquisition, unless the hold
 // epoch taken before the create has ended since: then the node is deleted
 // and granted returns nil.
-func (s *server) granted(epoch context.Context, n backend.Node) *acquisition {
+func (s *server) granted(epoch context.Context, n backend.Node, w *backend.Watch) *acquisition {
 	if epoch.Err() == nil {
 		s.log.Debug("acquired", zap.Int64("token", n.Token))
-		return &acquisition{node: n, hold: hold.Start(s.sess, epoch, n, n.Token)}
+		return &acquisition{node: n, watch: w, hold: hold.Start(s.sess, epoch, n, n.Token)}
 	}
 	// Suspended (or worse) since: undo the create. If the delete fails,
 	// the node goes with the session, or the next acquisition finds it
 	// (its owner is this session) and deletes it.
 	ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
 	defer cancel()
-	_ = deleteIncarnation(ctx, s.conn, n, nil)
+	_ = s.deleteIncarnation(ctx, n, w, nil)
+	if w != nil {
+		w.Stop()
+	}
 	return nil
 }
 
@@ -256,7 +278,10 @@ func (s *server) release(a *acquisition) (contended bool, err error) {
 	// Every Guard of the acquisition has ended with its own cause already.
 	a.hold.End(recipes.ErrReleased)
 	contended = a.flagged
-	err = s.removeOwner(a.node, &contended)
+	err = s.removeOwner(a.node, a.watch, &contended)
+	if a.watch != nil {
+		a.watch.Stop()
+	}
 	if a.tail != nil {
 		<-a.tail
 	}
@@ -266,15 +291,16 @@ func (s *server) release(a *acquisition) (contended bool, err error) {
 
 // removeOwner deletes exactly the incarnation n of the owner node, retrying
 // after connection losses until it is done or the session ends (the server
-// then deletes it). It sets *marked if it found the node marked.
-func (s *server) removeOwner(n backend.Node, marked *bool) error {
+// then deletes it). w is the watch armed with its create, if any. It sets
+// *marked if it found the node marked.
+func (s *server) removeOwner(n backend.Node, w *backend.Watch, marked *bool) error {
 	var backoff time.Duration
 	for {
 		if s.sess.Err() != nil {
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
-		err := deleteIncarnation(ctx, s.conn, n, marked)
+		err := s.deleteIncarnation(ctx, n, w, marked)
 		cancel()
 		switch {
 		case err == nil, s.sess.Err() != nil, sessionEnded(err):
@@ -299,13 +325,20 @@ func (s *server) removeOwner(n backend.Node, marked *bool) error {
 // revision is unique cluster-wide) the delete by n's version comes first:
 // one round trip. On ZooKeeper every P/owner starts at the same data
 // version, so a delete by version could remove a newer owner node of another
-// process if ours was deleted by someone else (an operator) meanwhile; there
-// the release reads P/owner first and deletes it only if its czxid is our
-// token, by the version it read: a cheap read and a delete. It leaves one
-// window: an operator deletes our node and another process creates a new
-// one within the round trip between our read and our delete.
-func deleteIncarnation(ctx context.Context, c backend.Conn, n backend.Node, marked *bool) error {
-	return waitq.DeleteIncarnation(ctx, c, n, !versionsIdentifyIncarnations(c), marked)
+// process if ours was deleted by someone else (an operator) meanwhile. There
+// the watch w armed with the create (pipelined with it, so it cost no round
+// trip) says whether our node is still there and unchanged: while it has not
+// fired, the delete by version comes first, one round trip again. Once it
+// has fired (our node was marked, changed, deleted, or the watch could not
+// be armed), or without a watch, the release reads P/owner first and
+// deletes it only if its czxid is our token, by the version it read.
+//
+// Either way one window is left, about a round trip long: an operator
+// deletes our node and another process creates a new one just before our
+// delete, before the watch's notification (or after our read) reaches us.
+func (s *server) deleteIncarnation(ctx context.Context, n backend.Node, w *backend.Watch, marked *bool) error {
+	readFirst := !s.exact && (w == nil || w.Fired())
+	return waitq.DeleteIncarnation(ctx, s.conn, n, readFirst, marked)
 }
 
 // versionsIdentifyIncarnations reports whether c's node versions tell the
