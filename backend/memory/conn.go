@@ -106,17 +106,19 @@ func (c *conn) reply(op, path string, err error) error {
 }
 
 func (c *conn) Create(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, error) {
-	n, _, err := c.create(ctx, "create", path, data, opts, false)
+	n, _, err := c.create(ctx, "create", path, data, opts, false, nil)
 	return n, err
 }
 
 func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, []backend.Node, error) {
-	return c.create(ctx, "create and list", path, data, opts, true)
+	return c.create(ctx, "create and list", path, data, opts, true, nil)
 }
 
-// create is the client side of Create and CreateAndList: it picks the
-// protected prefix once, and after a lost reply finds the node by it.
-func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, list bool) (backend.Node, []backend.Node, error) {
+// create is the client side of Create, CreateAndList and CreateAndWatch: it
+// picks the protected prefix once, and after a lost reply finds the node by
+// it. With list it lists the parent; with armed not nil it arms a watch on
+// the new node in the same request (not after a lost reply).
+func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, list bool, armed **watch) (backend.Node, []backend.Node, error) {
 	if err := validate(path, data); err != nil {
 		return backend.Node{}, nil, err
 	}
@@ -125,7 +127,7 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 		name = "_c_" + uuid.NewString() + "-" + name
 	}
 	for {
-		n, kids, err := c.createOnce(ctx, op, parent, name, data, opts, list)
+		n, kids, err := c.createOnce(ctx, op, parent, name, data, opts, list, armed)
 		if !opts.Protected || !errors.Is(err, backend.ErrConnectionLoss) {
 			return n, kids, err
 		}
@@ -137,7 +139,7 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	}
 }
 
-func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []byte, opts backend.CreateOptions, list bool) (backend.Node, []backend.Node, error) {
+func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []byte, opts backend.CreateOptions, list bool, armed **watch) (backend.Node, []backend.Node, error) {
 	d := c.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -153,7 +155,11 @@ func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []b
 	if list {
 		kids = d.children(parent)
 	}
-	return n.snapshot(), kids, nil
+	snap := n.snapshot()
+	if armed != nil {
+		*armed = d.arm(c, snap.Path, false)
+	}
+	return snap, kids, nil
 }
 
 // findProtected looks for the node a protected create made before its reply
@@ -176,10 +182,20 @@ func (c *conn) findProtected(ctx context.Context, parent, name string, sequentia
 	return backend.Node{}, nil, false, nil
 }
 
-// CreateAndWatch implements backend.Conn with a Create and a Watch (see
-// backend.CreateThenWatch).
+// CreateAndWatch implements backend.Conn in one request, as ZooKeeper's
+// pipelined create and ExistsW cost one round trip. After a lost reply the
+// node found by its protected prefix is watched with a second request.
 func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, *backend.Watch, error) {
-	return backend.CreateThenWatch(ctx, c, path, data, opts)
+	var w *watch
+	n, _, err := c.create(ctx, "create and watch", path, data, opts, false, &w)
+	if err != nil {
+		return backend.Node{}, nil, err
+	}
+	if w == nil {
+		return n, backend.WatchCreated(ctx, c, n), nil
+	}
+	d := c.d
+	return n, backend.NewWatch(w.ch, func() { d.stopWatch(w) }), nil
 }
 
 func (c *conn) Get(ctx context.Context, path string) (backend.Node, error) {

@@ -22,7 +22,7 @@ func WithClock(c clock.Clock) Option { return func(d *Driver) { d.clock = c } }
 // Stats counts what the server did, for one session or the whole Driver.
 type Stats struct {
 	// Requests counts calls that reached the server: one per Conn call
-	// (CreateAndList is one), plus the Children and Get that a protected
+	// (CreateAndList and CreateAndWatch are one), plus the Children and Get that a protected
 	// create makes to find its node after a lost reply. Calls refused
 	// before the server (invalid input, done ctx, disconnected, closed) do
 	// not count.

@@ -39,19 +39,22 @@
 //	                                      suffix, ordered by create revision)
 //
 // Uncontended, an acquisition is one create of P/owner (on ZooKeeper one
-// multi of create+setData, which returns the czxid). On etcd the release is
-// one delete conditional on the mod revision, which no other incarnation of
-// P/owner can have: two round trips in all. On ZooKeeper every P/owner
-// starts at the same data version, so a delete by version could remove a
-// newer owner node of another process if an operator deleted ours; the
-// release therefore reads P/owner and deletes it only if its czxid is our
-// token: a cheap read (served by the connected server, no quorum write)
-// and a delete, three round trips in all, of which two are writes, as for
-// Curator's InterProcessMutex (create, getChildren, delete). The one window
-// left: an operator deletes our node and another process creates a new
-// one within the round trip between our read and our delete. (The watch
-// that notices P/owner being deleted, see "Loss", is armed only when the
-// Guard's Done, Err or Context is first called, in the background.) A
+// multi of create+setData, which returns the czxid) and the release is one
+// delete: two round trips in all, one fewer than Curator's InterProcessMutex
+// (create, getChildren, delete). On etcd the delete is conditional on the
+// mod revision, which no other incarnation of P/owner can have. On
+// ZooKeeper every P/owner starts at the same data version, so a delete by
+// version could remove a newer owner node of another process if an operator
+// deleted ours; there the create also arms a watch on P/owner, sent right
+// behind the create on the same connection (backend.Conn.CreateAndWatch:
+// no round trip of its own), and the release deletes by version only while
+// that watch is silent. Once it has fired (a waiter marked the node, or
+// someone changed or deleted it) the release reads P/owner and deletes it
+// only if its czxid is our token. The one window left: an operator deletes
+// our node and another process creates a new one within about a round trip
+// before our delete, while the watch's notification is still on its way.
+// (The Guard's own watch of P/owner, see "Loss", is armed only when its
+// Done, Err or Context is first called, in the background.) A
 // queued acquisition costs more: joining the queue, marking and watching
 // P/owner, the create, and deleting the queue node after the grant.
 //
