@@ -47,7 +47,8 @@ type conn struct {
 
 	sessionUp chan struct{} // closed when the first session is established
 	authed    chan struct{} // closed when the auth log line was seen
-	zkDone    chan struct{} // go-zookeeper's loop has ended
+	zkDone    chan struct{} // go-zookeeper's loop has ended (closed by the drain Close starts)
+	zkEvents  <-chan zk.Event
 	closeDone chan struct{} // Close has finished
 
 	wg     sync.WaitGroup // every goroutine of ours that calls go-zookeeper
@@ -89,14 +90,12 @@ func (c *conn) start(servers []string) error {
 		return err
 	}
 	_ = zc // == c.zk; assigning it again here would race with the loop
-	go func() {
-		// go-zookeeper closes its event channel when its loop has ended and
-		// it has failed every request and watch. The events themselves are
-		// read through the callback.
-		for range ec {
-		}
-		close(c.zkDone)
-	}()
+	// The events are read through the callback. go-zookeeper also offers
+	// each one to ec, dropping it when ec's small buffer is full, and
+	// closes ec when its loop has ended and it has failed every request
+	// and watch. ec is drained only from Close on: a goroutine reading it
+	// all along would be woken for every watch notification, for nothing.
+	c.zkEvents = ec
 	return nil
 }
 
@@ -277,6 +276,11 @@ func (c *conn) Close(ctx context.Context) error {
 	c.mu.Unlock()
 
 	zkClosed := c.closeZK()
+	go func() {
+		for range c.zkEvents {
+		}
+		close(c.zkDone)
+	}()
 	var err error
 	select {
 	case <-c.zkDone:
