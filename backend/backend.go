@@ -78,8 +78,9 @@ type Conn interface {
 	// the create and a setData of the new node, whose Stat carries the
 	// czxid; etcd: one Txn). A sequential create on ZooKeeper needs one more
 	// round trip for the token (an Exists of the new node); queue recipes
-	// use CreateAndList, which hides it behind the listing. Missing parents are created first (ZooKeeper: as container
-	// nodes, which the server removes once empty; etcd: nothing to do).
+	// use CreateAndList, which needs none. Missing parents are created
+	// first (ZooKeeper: as container nodes, which the server removes once
+	// empty; etcd: nothing to do).
 	// With Sequential the server appends a creation-ordered suffix to the
 	// last path element; with Protected the last element is prefixed with
 	// "_c_<uuid>-" (Curator's protected mode) and a create whose reply was
@@ -90,9 +91,13 @@ type Conn interface {
 	// CreateAndList creates a node as Create does and lists the children of
 	// its parent as Children does, as seen after the create: the listing
 	// always contains the new node. This is how queue recipes join a queue.
-	// It costs one round trip of latency more than Create at most: on
-	// ZooKeeper the token read (Exists of the new node) and the listing are
-	// sent pipelined once the create returns; on etcd it is one Txn.
+	// It costs one round trip: on etcd one Txn; on ZooKeeper the create
+	// with the listing sent right behind it (the server answers a session's
+	// requests in order), and a sequential node's create is a multi with an
+	// empty setData of the parent, whose mzxid is the new node's czxid: a
+	// queue's directory holds no data. (Should the listing have been
+	// answered first, or the parent not be writable, the driver lists again
+	// or reads the token: one more round trip.)
 	CreateAndList(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, []Node, error)
 
 	// CreateAndWatch creates a node as Create does and arms a one-shot

@@ -790,3 +790,151 @@ func TestZooKeeperDriver_EnsembleLeaderKill(t *testing.T) {
 		t.Fatalf("children after Close: %v, %v", kids, err)
 	}
 }
+
+// requestsSince returns the opcodes the client has written since the last
+// drainRequests (pings excluded), once it has written want of them, or
+// whatever it wrote within a second more.
+func (d *lossyDialer) requestsSince(want int) []int32 {
+	var ops []int32
+	timer := time.NewTimer(time.Second)
+	defer timer.Stop()
+	for {
+		select {
+		case op := <-d.requests:
+			ops = append(ops, op)
+		default:
+			if len(ops) >= want {
+				return ops
+			}
+			select {
+			case op := <-d.requests:
+				ops = append(ops, op)
+			case <-timer.C:
+				return ops
+			}
+		}
+	}
+}
+
+// More ZooKeeper request opcodes.
+const (
+	zkOpDelete       = 2
+	zkOpExists       = 3
+	zkOpGetChildren2 = 12
+)
+
+// The reads that ride on a create are sent behind it, not after its reply:
+// a queue join (CreateAndList of a protected sequential node) is a multi of
+// the create and an empty setData of the parent, whose mzxid is the new
+// node's czxid, with the listing pipelined: two requests and no token read;
+// CreateAndWatch of a fixed node is the create multi and a pipelined
+// ExistsW. Both return exactly what the server holds (czxid, listing), and
+// a parent the session may not write still works, by a plain create and a
+// token read.
+func TestZooKeeperDriver_PipelinedCreates(t *testing.T) {
+	zkc := sharedZK.Get(t)
+	raw, _ := connectZK(t, zkc.Addrs(), 10*time.Second)
+	base := zkScratch(t, raw)
+	wire := newLossyDialer(zkc.Addr(0), true)
+	d := openZooKeeperDriver(t, zkc.Addrs(), zkdrv.WithDialer(wire.dialZK))
+	c := openConn(t, d, 6*time.Second)
+	ctx := testCtx(t)
+	czxid := func(path string) int64 {
+		t.Helper()
+		ok, st, err := raw.Exists(path)
+		if err != nil || !ok {
+			t.Fatalf("exists %s: %v %v", path, ok, err)
+		}
+		return st.Czxid
+	}
+
+	t.Run("queue-join", func(t *testing.T) {
+		dir := base + "/q"
+		const joins = 20
+		var written []int32
+		var prev int64
+		for i := range joins + 1 {
+			wire.drainRequests()
+			n, kids, err := c.CreateAndList(ctx, dir+"/lock-", []byte("d"), backend.CreateOptions{Ephemeral: true, Sequential: true, Protected: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ops := wire.requestsSince(2)
+			if i > 0 { // the first join also creates the directory
+				written = append(written, ops...)
+			}
+			if n.Token != czxid(n.Path) || n.Token <= prev || n.Version != 0 || n.Owner != c.SessionID() {
+				t.Fatalf("join %d: node %+v, server czxid %d, previous token %d", i, n, czxid(n.Path), prev)
+			}
+			prev = n.Token
+			if len(kids) != 1 || kids[0].Path != n.Path {
+				t.Fatalf("join %d: listing %v, want just %s", i, nodePaths(kids), n.Path)
+			}
+			if err := c.Delete(ctx, n.Path, n.Version); err != nil {
+				t.Fatal(err)
+			}
+		}
+		counts := map[int32]int{}
+		for _, op := range written {
+			counts[op]++
+		}
+		t.Logf("%d joins wrote %v (opcode: count)", joins, counts)
+		// The listing may, rarely, reach the server first; it is then sent
+		// again after the create's reply.
+		if counts[zkOpMulti] != joins || counts[zkOpExists] != 0 || counts[zkOpCreate] != 0 ||
+			counts[zkOpGetChildren2] < joins || counts[zkOpGetChildren2] > joins+joins/10 {
+			t.Fatalf("%d joins wrote %v; want one multi and one listing each, no create, no token read", joins, counts)
+		}
+	})
+
+	t.Run("create-and-watch", func(t *testing.T) {
+		p := base + "/owner"
+		const creates = 20
+		var written []int32
+		for i := range creates {
+			wire.drainRequests()
+			n, w, err := c.CreateAndWatch(ctx, p, nil, backend.CreateOptions{Ephemeral: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			written = append(written, wire.requestsSince(2)...)
+			if n.Token != czxid(p) || w.Fired() {
+				t.Fatalf("create %d: token %d, server czxid %d, fired %v", i, n.Token, czxid(p), w.Fired())
+			}
+			if err := raw.Delete(p, -1); err != nil {
+				t.Fatal(err)
+			}
+			if ev := receive(t, "the watch", w.C(), 10*time.Second); ev.Type != backend.EventDeleted {
+				t.Fatalf("create %d: the watch delivered %+v, want Deleted", i, ev)
+			}
+		}
+		counts := map[int32]int{}
+		for _, op := range written {
+			counts[op]++
+		}
+		t.Logf("%d creates wrote %v (opcode: count)", creates, counts)
+		if counts[zkOpMulti] != creates || counts[zkOpExists] < creates || counts[zkOpExists] > creates+creates/10 {
+			t.Fatalf("%d CreateAndWatch wrote %v; want one multi and one ExistsW each", creates, counts)
+		}
+	})
+
+	t.Run("parent-not-writable", func(t *testing.T) {
+		dir := base + "/locked"
+		acl := zk.WorldACL(zk.PermCreate | zk.PermRead | zk.PermDelete)
+		if _, err := raw.Create(dir, nil, 0, acl); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			n, kids, err := c.CreateAndList(ctx, dir+"/lock-", nil, backend.CreateOptions{Ephemeral: true, Sequential: true, Protected: true})
+			if err != nil {
+				t.Fatalf("join %d under a parent without WRITE: %v", i, err)
+			}
+			if n.Token != czxid(n.Path) || len(kids) != 1 || kids[0].Path != n.Path {
+				t.Fatalf("join %d: node %+v (server czxid %d), listing %v", i, n, czxid(n.Path), nodePaths(kids))
+			}
+			if err := c.Delete(ctx, n.Path, n.Version); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}

@@ -28,7 +28,10 @@ type conn struct {
 
 	expired atomic.Bool // the session is gone: refuse every call
 	closing atomic.Bool // Close was called: refuse every call
-	noDial  atomic.Bool // the dialer refuses: no new TCP connection
+	// noParentStamp: a queue join could not write its parent (ACL), so
+	// sequential creates read their token instead (see createOnce).
+	noParentStamp atomic.Bool
+	noDial        atomic.Bool // the dialer refuses: no new TCP connection
 
 	dialCtx    context.Context // cancelled with noDial: aborts a dial in progress
 	dialCancel context.CancelFunc

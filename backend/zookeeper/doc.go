@@ -71,10 +71,16 @@
 //     data) and setData (the data, version 0), whose result carries the new
 //     node's Stat; the new node therefore has Version 1. A sequential Create
 //     is a create followed by an Exists of the new node for its Stat (two
-//     round trips). CreateAndList sends that Exists and the listing of the
-//     parent together, from two goroutines: go-zookeeper pipelines them on
-//     the connection and the server answers a session's requests in order,
-//     so the listing sees the new node, for one round trip after the create.
+//     round trips). CreateAndList is one round trip: a sequential node is
+//     created in a multi with an empty setData of its parent (every op of a
+//     multi shares one zxid, so the parent's mzxid is the new node's czxid;
+//     a queue directory holds no data), and the listing of the parent is
+//     sent right behind the create, from a goroutine started just before
+//     it: go-zookeeper pipelines the two on the connection and the server
+//     answers a session's requests in order, so the listing sees the new
+//     node. CreateAndWatch sends an ExistsW behind the create the same way.
+//     Each checks the read it got (the listing holds the node; the ExistsW
+//     saw its czxid) and reads again in the rare case it did not.
 //   - Missing parents are created as container nodes (the server deletes a
 //     container once it has had children and is empty again, which also
 //     resets its sequence counter). Create retries, a bounded number of

@@ -47,6 +47,17 @@ type createReq struct {
 	watch     bool
 	pipelined *existsW
 	haveStat  bool // set by create: the Stat of the new node is known
+	// list asks createOnce to send a Children of the parent right behind
+	// the create (CreateAndList); listed is its outcome for the create that
+	// succeeded. A sequential create then stamps the parent (see createOnce).
+	list   bool
+	listed *childrenResult
+}
+
+// childrenResult is the outcome of a Children call.
+type childrenResult struct {
+	kids []string
+	err  error
 }
 
 // existsW is the outcome of an ExistsW.
@@ -121,19 +132,32 @@ func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opt
 	return n, backend.WatchCreated(ctx, c, n), nil
 }
 
-// CreateAndList implements backend.Conn. After the create, the token read
-// (for a sequential node) and the listing are sent at once from two
-// goroutines, so they share one round trip: go-zookeeper writes them on the
-// session's connection one after the other and the server answers a
-// session's requests in order, after the create.
+// CreateAndList implements backend.Conn. The listing is sent right behind
+// the create and a sequential node's token comes with the create (see
+// createOnce): one round trip. If the listing was answered first (it lacks
+// the new node), or the token is unknown (the parent was not writable, the
+// node was found after a lost reply), the token read and the listing are
+// sent at once from two goroutines, so they share one more round trip:
+// go-zookeeper writes them on the session's connection one after the other
+// and the server answers a session's requests in order, after the create.
 func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, []backend.Node, error) {
 	const op = "create"
-	n, r, err := c.create(ctx, op, path, data, opts, false)
+	n, r, err := c.createFor(ctx, op, path, data, opts, false, true)
 	if err != nil {
 		return n, nil, err
 	}
 	haveStat := r.haveStat
 	parent, _ := backend.Split(n.Path)
+	if l := r.listed; haveStat && l != nil && l.err == nil {
+		// The listing sent behind the create: it must show the new node
+		// (else the server answered it first, and the loop lists again).
+		nodes := childNodes(parent, l.kids)
+		for _, k := range nodes {
+			if k.Name == n.Name {
+				return n, nodes, nil
+			}
+		}
+	}
 	type listing struct {
 		kids   []string
 		exists bool
@@ -206,6 +230,12 @@ func fillStat(n *backend.Node, st *zk.Stat) {
 // reports whether the Token, Version and Owner are known (a sequential
 // create needs a read).
 func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, watch bool) (backend.Node, *createReq, error) {
+	return c.createFor(ctx, op, path, data, opts, watch, false)
+}
+
+// createFor is create; with list, the parent's listing is pipelined behind
+// the create (r.listed) and a sequential create stamps the parent.
+func (c *conn) createFor(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, watch, list bool) (backend.Node, *createReq, error) {
 	if ctx == nil {
 		return backend.Node{}, nil, c.wrap(op, path, errNilContext)
 	}
@@ -219,7 +249,7 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 		return backend.Node{}, nil, c.wrap(op, path, err)
 	}
 	parent, name := backend.Split(path)
-	r := &createReq{parent: parent, name: name, data: clone(data), opts: opts, watch: watch && !opts.Sequential}
+	r := &createReq{parent: parent, name: name, data: clone(data), opts: opts, watch: watch && !opts.Sequential, list: list}
 	if opts.Protected {
 		r.prefix = newProtectedPrefix()
 		r.name = r.prefix + name
@@ -302,62 +332,116 @@ func (c *conn) createLoop(ctx context.Context, r *createReq) (backend.Node, bool
 // multi of create (no data) and setData (the data, version 0): one round
 // trip whose setData result carries the new node's Stat, hence its czxid.
 // The data is sent once, so the request stays within the server's
-// jute.maxbuffer; the version of the new node is 1. A sequential node's
-// final path is unknown before the create, so it is a plain create.
+// jute.maxbuffer; the version of the new node is 1.
 //
-// With r.watch, an ExistsW of the node is sent right behind the multi, from a
-// goroutine started just before it: the new goroutine runs once this one
-// has queued the multi and blocks on its reply (the scheduler runs it next
-// on this thread, and another thread waits a few microseconds before it
-// takes it), so the ExistsW almost always reaches the server second and
-// sees the new node. CreateAndWatch checks that it did.
+// A sequential node's final path is unknown before the create, so no
+// setData of it can ride along. For a queue join (r.list) the multi sets the
+// parent's data instead (to nothing, any version): every op of a multi
+// shares one zxid, so the parent's mzxid in that setData's Stat is the new
+// node's czxid, and the token needs no read. A queue's directory therefore
+// holds no data (Curator's lock directories hold none either). Where the
+// session may not write the parent (an ACL without WRITE) the driver falls
+// back, for good, to a plain create and a read of the token. Other
+// sequential creates are plain creates.
+//
+// With r.watch (ExistsW of the node) or r.list (Children of the parent), the
+// read is sent right behind the create, from a goroutine started just
+// before it: the new goroutine runs once this one has queued the create and
+// blocks on its reply (the scheduler runs it next on this thread, and
+// another thread waits a few microseconds before it takes it), so the read
+// almost always reaches the server second and sees the new node; the
+// server answers a session's requests in order, so both replies arrive
+// within the create's round trip. The callers check that it did.
 func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool, error) {
-	if !r.opts.Sequential {
-		type created struct {
-			res    []zk.MultiResponse
-			exists *existsW
+	stampParent := r.opts.Sequential && r.list && r.parent != "/" && !c.noParentStamp.Load()
+	type created struct {
+		res    []zk.MultiResponse
+		path   string // a plain sequential create's answer
+		exists *existsW
+		listed *childrenResult
+	}
+	send := func(z *zk.Conn) (created, error) {
+		var (
+			pipeW chan existsW
+			pipeL chan childrenResult
+		)
+		if r.watch {
+			pipeW = make(chan existsW, 1)
+			go func() {
+				ok, st, ch, err := z.ExistsW(r.full)
+				pipeW <- existsW{ok, st, ch, err}
+			}()
 		}
-		out, err := do(ctx, c, func(z *zk.Conn) (created, error) {
-			var pipe chan existsW
-			if r.watch {
-				pipe = make(chan existsW, 1)
-				go func() {
-					ok, st, ch, err := z.ExistsW(r.full)
-					pipe <- existsW{ok, st, ch, err}
-				}()
-			}
-			res, err := z.Multi(
+		if r.list {
+			pipeL = make(chan childrenResult, 1)
+			go func() {
+				kids, _, err := z.Children(r.parent)
+				pipeL <- childrenResult{kids, err}
+			}()
+		}
+		var (
+			out created
+			err error
+		)
+		switch {
+		case !r.opts.Sequential:
+			out.res, err = z.Multi(
 				&zk.CreateRequest{Path: r.full, Data: nil, Acl: worldACL, Flags: r.flags},
 				&zk.SetDataRequest{Path: r.full, Data: r.data, Version: 0},
 			)
-			out := created{res: res}
-			if pipe != nil {
-				e := <-pipe
-				out.exists = &e
-			}
-			return out, err
-		}, func(out created, err error) {
-			c.abandonedCreate(r, r.full, 1, err)
-		})
-		if err != nil {
-			return backend.Node{}, false, err
+		case stampParent:
+			out.res, err = z.Multi(
+				&zk.CreateRequest{Path: r.full, Data: r.data, Acl: worldACL, Flags: r.flags},
+				&zk.SetDataRequest{Path: r.parent, Data: nil, Version: -1},
+			)
+		default:
+			out.path, err = z.Create(r.full, r.data, r.flags, worldACL)
 		}
-		if len(out.res) != 2 || out.res[1].Stat == nil {
-			return backend.Node{}, false, fmt.Errorf("unexpected multi response (%d results): %w", len(out.res), zk.ErrAPIError)
+		if pipeW != nil {
+			e := <-pipeW
+			out.exists = &e
 		}
-		r.pipelined = out.exists
-		return nodeOf(r.full, clone(r.data), out.res[1].Stat), true, nil
+		if pipeL != nil {
+			l := <-pipeL
+			out.listed = &l
+		}
+		return out, err
 	}
-	p, err := do(ctx, c, func(z *zk.Conn) (string, error) {
-		return z.Create(r.full, r.data, r.flags, worldACL)
-	}, func(p string, err error) {
-		c.abandonedCreate(r, p, 0, err)
+	out, err := do(ctx, c, send, func(out created, err error) {
+		switch {
+		case !r.opts.Sequential:
+			c.abandonedCreate(r, r.full, 1, err)
+		case len(out.res) > 0:
+			c.abandonedCreate(r, out.res[0].String, 0, err)
+		default:
+			c.abandonedCreate(r, out.path, 0, err)
+		}
 	})
+	if stampParent && errors.Is(err, zk.ErrNoAuth) && len(out.res) == 2 && errors.Is(out.res[1].Error, zk.ErrNoAuth) {
+		// Not allowed to write the parent: create without the stamp, now
+		// and from now on.
+		c.noParentStamp.Store(true)
+		return c.createOnce(ctx, r)
+	}
 	if err != nil {
 		return backend.Node{}, false, err
 	}
-	_, name := backend.Split(p)
-	n := backend.Node{Path: p, Name: name, Data: clone(r.data)}
+	switch {
+	case !r.opts.Sequential:
+		if len(out.res) != 2 || out.res[1].Stat == nil {
+			return backend.Node{}, false, fmt.Errorf("unexpected multi response (%d results): %w", len(out.res), zk.ErrAPIError)
+		}
+		r.pipelined, r.listed = out.exists, out.listed
+		return nodeOf(r.full, clone(r.data), out.res[1].Stat), true, nil
+	case stampParent:
+		if len(out.res) != 2 || out.res[0].String == "" || out.res[1].Stat == nil {
+			return backend.Node{}, false, fmt.Errorf("unexpected multi response (%d results): %w", len(out.res), zk.ErrAPIError)
+		}
+		out.path = out.res[0].String
+	}
+	r.listed = out.listed
+	_, name := backend.Split(out.path)
+	n := backend.Node{Path: out.path, Name: name, Data: clone(r.data)}
 	if strings.HasPrefix(name, r.name) {
 		n.Seq, n.Sequential = parseSuffix(name[len(r.name):])
 	}
@@ -366,6 +450,10 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 	}
 	if r.opts.Ephemeral {
 		n.Owner = c.SessionID()
+	}
+	if stampParent {
+		n.Token = out.res[1].Stat.Mzxid // the multi's zxid: the new node's czxid
+		return n, true, nil             // a new node's version is 0
 	}
 	return n, false, nil
 }

@@ -95,9 +95,10 @@
 //     waits for it to be unlocked (a self-deadlock if the holder waits for
 //     it). Goroutines of one process that want to share a lock cheaply
 //     should use package mutex.
-//   - Each Lock costs one CreateAndList (on ZooKeeper: the create, then the
-//     token read and the listing pipelined in one more round trip; on etcd:
-//     one Txn); a waiter adds a watch of its predecessor and one of its own
+//   - Each Lock costs one CreateAndList, one round trip (on ZooKeeper: a
+//     multi of the create and an empty setData of the lock's directory,
+//     whose mzxid is the new node's czxid, with the listing pipelined behind
+//     it, so the directory holds no data; on etcd: one Txn); a waiter adds a watch of its predecessor and one of its own
 //     node, and one listing per wake-up. A granted Guard watches its node
 //     from the first call of its Done, Err or Context (one read and one
 //     watch, in the background): a holder that never asks pays nothing for
