@@ -368,6 +368,19 @@ func (c *conn) Delete(ctx context.Context, path string, version int64) error {
 		return err
 	}
 	defer done()
+	if version == backend.AnyVersion {
+		// No compare: a plain DeleteRange, whose count says whether the
+		// key was there.
+		resp, err := c.cli.Delete(octx, path)
+		if err != nil {
+			return c.fail(ctx, "delete", path, err)
+		}
+		c.names.release(path)
+		if resp.Deleted == 0 {
+			return fmt.Errorf("etcd: delete %q: %w", path, backend.ErrNoNode)
+		}
+		return nil
+	}
 	resp, err := c.cli.Txn(octx).
 		If(versionCmps(path, version)...).
 		Then(clientv3.OpDelete(path)).

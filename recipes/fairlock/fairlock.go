@@ -205,7 +205,8 @@ func (g *Guard) Token() int64 { return g.hold.Token() }
 func (g *Guard) Fence() backend.Guard { return g.hold.Fence() }
 
 // Unlock releases the lock: it ends the hold (Err becomes
-// recipes.ErrReleased) and deletes exactly the guard's node, by version. ctx
+// recipes.ErrReleased) and deletes exactly the guard's node (its protected,
+// sequential name is no other node's while it exists). ctx
 // bounds the delete; if ctx is already done (the guard's own Context, say)
 // a fresh context bounded by the session timeout is used. A second Unlock
 // returns recipes.ErrReleased; a nil ctx returns an error matching

@@ -38,12 +38,12 @@
 //
 // # Leaving
 //
-// Every failed or cancelled wait deletes its own node, exactly that
-// incarnation (by version), with a fresh context bounded by the session
-// timeout, never the caller's cancelled one. When the delete cannot reach the
-// server, it is retried in the background once the session reconnects; that
-// goroutine ends when the delete is done or when the session ends (the server
-// then deletes the node itself).
+// Every failed or cancelled wait deletes its own node (its name is no other
+// node's while it exists, so no version is needed), with a fresh context
+// bounded by the session timeout, never the caller's cancelled one. When the
+// delete cannot reach the server, it is retried in the background once the
+// session reconnects; that goroutine ends when the delete is done or when
+// the session ends (the server then deletes the node itself).
 //
 // # Order
 //
@@ -487,10 +487,10 @@ func (e *Entry) Leave() {
 	Remove(context.Background(), e.sess, e.node, e.log)
 }
 
-// Remove deletes n, a node created on s, exactly that incarnation (see
-// Delete). The first attempt is bounded by ctx if it is live (and by the
-// session timeout if ctx has no deadline), else by a fresh context bounded
-// by the session timeout; it is skipped while the session is suspended. If
+// Remove deletes n, a queue node created on s (see Delete). The first
+// attempt is bounded by ctx if it is live (and by the session timeout if ctx
+// has no deadline), else by a fresh context bounded by the session timeout;
+// it is skipped while the session is suspended. If
 // that attempt cannot tell whether the node is gone (connection loss, ctx
 // ended), Remove goes on in the background, retrying once the session
 // reconnects, until the delete is done or the session ends (the server then
@@ -570,11 +570,18 @@ func retryable(err error) bool {
 		errors.Is(err, context.Canceled)
 }
 
-// Delete deletes exactly the incarnation of n (see DeleteIncarnation). Queue
-// nodes have unique protected, sequential names, so no newer node can take
-// their path, and a delete by version comes first.
+// Delete deletes n, a queue node; a node already gone is not an error.
+// Queue nodes have protected, sequential names that no other node takes
+// while they exist (ZooKeeper never reuses a sequence number below a
+// parent; the etcd driver hands a name out again only after its own delete
+// of it), so the delete needs no version: on etcd it is a plain DeleteRange,
+// as concurrency.Mutex's Unlock, without the compare of a Txn.
 func Delete(ctx context.Context, c backend.Conn, n backend.Node) error {
-	return DeleteIncarnation(ctx, c, n, false, nil)
+	err := c.Delete(ctx, n.Path, backend.AnyVersion)
+	if errors.Is(err, backend.ErrNoNode) {
+		return nil
+	}
+	return err
 }
 
 // DeleteIncarnation deletes n if the node at n.Path is still that

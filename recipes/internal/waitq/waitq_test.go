@@ -72,9 +72,10 @@ func TestPredecessor(t *testing.T) {
 	}
 }
 
-// TestDeleteExactIncarnation: Delete removes the node it was given even if
-// its data changed since, and never a node re-created at the same path.
-func TestDeleteExactIncarnation(t *testing.T) {
+// TestDeleteQueueNode: Delete removes the queue node it was given even if
+// its data changed since, finds a gone node no error, and touches no other
+// node of the queue, also one created after ours was deleted.
+func TestDeleteQueueNode(t *testing.T) {
 	drv := memory.New()
 	defer drv.Close()
 	ctx := context.Background()
@@ -82,7 +83,8 @@ func TestDeleteExactIncarnation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := c.Create(ctx, "/q/a", nil, backend.CreateOptions{Ephemeral: true})
+	queued := backend.CreateOptions{Ephemeral: true, Sequential: true, Protected: true}
+	n, err := c.Create(ctx, "/q/lock-", nil, queued)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,21 +97,18 @@ func TestDeleteExactIncarnation(t *testing.T) {
 	if _, err := c.Get(ctx, n.Path); err == nil {
 		t.Fatal("node still there")
 	}
-	if err := waitq.Delete(ctx, c, n); err != nil {
-		t.Fatalf("delete of a gone node: %v", err)
-	}
-	again, err := c.Create(ctx, "/q/a", nil, backend.CreateOptions{Ephemeral: true})
+	later, err := c.Create(ctx, "/q/lock-", nil, queued)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Set(ctx, again.Path, []byte("y"), backend.AnyVersion); err != nil {
-		t.Fatal(err)
+	if later.Path == n.Path {
+		t.Fatalf("a queue node took the path of a deleted one: %s", later.Path)
 	}
 	if err := waitq.Delete(ctx, c, n); err != nil {
-		t.Fatalf("delete of a replaced node: %v", err)
+		t.Fatalf("delete of a gone node: %v", err)
 	}
-	if _, err := c.Get(ctx, again.Path); err != nil {
-		t.Fatalf("the new incarnation was deleted: %v", err)
+	if _, err := c.Get(ctx, later.Path); err != nil {
+		t.Fatalf("the later queue node was deleted: %v", err)
 	}
 	c.Close(ctx)
 }
