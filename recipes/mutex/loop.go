@@ -21,6 +21,14 @@ import (
 // The loop exits, and leaves the registry, once nothing is held, waited for
 // or running and no Lock or Guard refers to it, or once the session has
 // ended and no helper runs.
+//
+// The loop starts only when two goroutines of the process use the path at
+// once: a Lock on a path nobody in the process uses takes the solo path
+// (solo.go), where the calling goroutine does the server work itself, with
+// no loop and no helper to talk to. If another goroutine comes meanwhile,
+// the loop starts in the handover phase: it queues requests and waits until
+// the solo goroutine hands its state over (adoptMsg), then carries on as
+// usual.
 
 // key identifies the state shared by the Mutexes of one session and path.
 type key struct {
@@ -33,32 +41,45 @@ var registry = struct {
 	loops map[key]*pathState
 }{loops: map[key]*pathState{}}
 
-// attach returns the running state for (s, path), starting it if needed,
-// and counts the caller as a user until the loop detaches it (when the
-// request fails or is cancelled, or the Guard it got is released).
+// attach returns the running state for (s, path), starting it if needed
+// (in the handover phase if a solo goroutine owns the state), and counts
+// the caller as a user until the loop detaches it (when the request fails or
+// is cancelled, or the Guard it got is released).
 func attach(s *session.Session, path string, log *zap.Logger) *pathState {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	k := key{s, path}
 	p := registry.loops[k]
 	if p == nil {
-		p = &pathState{
-			key:     k,
-			sess:    s,
-			srv:     newServer(s, path, log),
-			log:     log,
-			reqs:    make(chan *request),
-			cancels: make(chan cancelMsg),
-			unlocks: make(chan unlockMsg),
-			work:    make(chan workResult),
-			inspect: make(chan chan Snapshot),
-			exited:  make(chan struct{}),
-		}
-		p.srv.spawn = p.spawn
+		p = newPathState(k, log)
 		registry.loops[k] = p
+	}
+	if !p.started {
+		p.started = true
+		if p.solo != soloNone {
+			p.phase = handover
+		}
 		go p.run()
 	}
 	p.users++
+	return p
+}
+
+func newPathState(k key, log *zap.Logger) *pathState {
+	p := &pathState{
+		key:     k,
+		sess:    k.sess,
+		srv:     newServer(k.sess, k.path, log),
+		log:     log,
+		reqs:    make(chan *request),
+		cancels: make(chan cancelMsg),
+		unlocks: make(chan unlockMsg),
+		work:    make(chan workResult),
+		adopt:   make(chan adoptMsg),
+		inspect: make(chan chan Snapshot),
+		exited:  make(chan struct{}),
+	}
+	p.srv.spawn = p.spawn
 	return p
 }
 
@@ -77,6 +98,7 @@ const (
 	held                   // acq is granted to holder
 	checking               // acq is held by nobody while a checker asks the server whether another process waits
 	releasing              // a releaser deletes the owner node
+	handover               // a solo goroutine owns the server state; the loop waits for its adoptMsg
 )
 
 type reqState int
@@ -139,9 +161,13 @@ type pathState struct {
 	cancels chan cancelMsg
 	unlocks chan unlockMsg
 	work    chan workResult
+	adopt   chan adoptMsg      // the solo goroutine's handover
 	inspect chan chan Snapshot // for tests: see Inspect
 	exited  chan struct{}      // closed when the loop has exited
 	users   int                // guarded by registry.mu
+	started bool               // guarded by registry.mu: the loop runs
+	solo    soloState          // guarded by registry.mu: see solo.go
+	soloAcq *acquisition       // guarded by registry.mu: the solo goroutine's acquisition
 	wg      sync.WaitGroup
 
 	// Owned by the loop:
@@ -170,6 +196,8 @@ func (p *pathState) run() {
 			p.onUnlock(u)
 		case w := <-p.work:
 			p.onWork(w)
+		case a := <-p.adopt:
+			p.onAdopt(a)
 		case c := <-p.inspect:
 			c <- p.snapshot()
 		case <-sessDone:
@@ -187,6 +215,25 @@ func (p *pathState) run() {
 func (p *pathState) exit() bool {
 	ended := p.sess.Err() != nil
 	switch {
+	case p.phase == handover:
+		if !ended {
+			return false
+		}
+		p.failAll(sessionErr(p.sess))
+		// A solo goroutine that acquires or releases comes back once its
+		// server calls see the end of the session: wait for it. A solo
+		// holder's Guard may never be unlocked: its hold ended with the
+		// session, and its Unlock finds the loop gone.
+		registry.mu.Lock()
+		holding := p.solo == soloHolding
+		if holding {
+			p.solo, p.soloAcq = soloNone, nil
+		}
+		registry.mu.Unlock()
+		if !holding {
+			return false
+		}
+		p.phase = idle
 	case p.phase == idle:
 	case p.phase == held && ended:
 		// The session took the lock with it; the holder's Guard has ended
@@ -471,6 +518,11 @@ func (p *pathState) snapshot() Snapshot {
 	if p.acq != nil {
 		s.Handoffs, s.Token = p.acq.handoffs, p.acq.node.Token
 	}
+	if p.phase == handover {
+		registry.mu.Lock()
+		p.soloSnapshot(&s)
+		registry.mu.Unlock()
+	}
 	return s
 }
 
@@ -481,6 +533,13 @@ func (p *pathState) snapshot() Snapshot {
 func (m *Mutex) Inspect() Snapshot {
 	registry.mu.Lock()
 	p := registry.loops[key{m.sess, m.path}]
+	if p != nil && !p.started {
+		// A solo goroutine alone: no loop to ask.
+		var s Snapshot
+		p.soloSnapshot(&s)
+		registry.mu.Unlock()
+		return s
+	}
 	registry.mu.Unlock()
 	if p == nil {
 		return Snapshot{}

@@ -143,6 +143,9 @@ func (m *Mutex) lock(ctx context.Context, try bool) (*Guard, error) {
 	if err := m.sess.Err(); err != nil {
 		return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, err)
 	}
+	if p := attachSolo(m.sess, m.path, m.log); p != nil {
+		return p.lockSolo(ctx, m, try, op)
+	}
 	p := attach(m.sess, m.path, m.log)
 	r := &request{m: m, try: try, reply: make(chan result, 1)}
 	select {
@@ -207,6 +210,7 @@ type Guard struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	released atomic.Bool
+	solo     bool // granted on the solo path (see solo.go)
 }
 
 var _ recipes.Held = (*Guard)(nil)
@@ -271,6 +275,15 @@ func (g *Guard) Unlock(ctx context.Context) error {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.Background(), g.m.sess.Timeout())
 		defer cancel()
+	}
+	if g.solo {
+		if done, err := g.unlockSolo(ctx); done {
+			if err != nil {
+				return fmt.Errorf("mutex: unlock %s: %w", g.m.path, err)
+			}
+			return nil
+		}
+		// Handed over to the loop: unlock through it.
 	}
 	u := unlockMsg{g: g, reply: make(chan error, 1)}
 	select {

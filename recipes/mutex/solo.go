@@ -1,0 +1,190 @@
+package mutex
+
+import (
+	"context"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/session"
+)
+
+// The solo path: the uncontended case without the loop. A Lock on a path
+// that no goroutine of the process uses registers the path's state as solo
+// and does the server work on its own goroutine (the acquisition, and later
+// its Guard's release), so that an uncontended Lock and Unlock cost the
+// server round trips and nothing more: no loop to start, no helper to
+// spawn, no channel hops between them.
+//
+// The state stays in the registry while the solo goroutine acquires, holds
+// and releases, so that a second goroutine never works on the same path at
+// the same time: it starts the loop (attach), in the handover phase, and
+// queues there. The solo goroutine checks for a loop at each of its steps'
+// ends, under registry.mu, and hands its state over (adoptMsg) instead of
+// finishing alone; the loop then grants, hands off locally or acquires again
+// as usual. Without a loop, the state leaves the registry when the solo
+// goroutine is done.
+
+// soloState is what a solo goroutine is doing, for Inspect.
+type soloState int
+
+const (
+	soloNone      soloState = iota // no solo goroutine
+	soloAcquiring                  // in Lock, at the server
+	soloHolding                    // its Guard holds
+	soloReleasing                  // its Guard's Unlock deletes the owner node
+)
+
+// adoptMsg hands the solo goroutine's state to the loop. Exactly one of
+// req, holder and released is set.
+type adoptMsg struct {
+	// req: the solo Lock ended; acq is its acquisition (grant it to req) or
+	// nil (it failed: req is not answered, the caller returns its error).
+	req *request
+	acq *acquisition
+	// holder: the solo Guard is being unlocked; the loop takes acq over
+	// with it as the holder, and an unlockMsg for it follows.
+	holder *Guard
+	// released: the solo Guard's release has finished; contended as in
+	// workResult.
+	released  bool
+	contended bool
+}
+
+// attachSolo registers a solo state for (s, path) and returns it, if no
+// goroutine of the process uses the path; else nil.
+func attachSolo(s *session.Session, path string, log *zap.Logger) *pathState {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	k := key{s, path}
+	if registry.loops[k] != nil {
+		return nil
+	}
+	p := newPathState(k, log)
+	p.solo, p.users = soloAcquiring, 1
+	registry.loops[k] = p
+	return p
+}
+
+// soloStep records the solo goroutine's next state, unless the loop has
+// started: then the solo goroutine stops being one, and soloStep reports
+// that it must hand over. With soloNone and no loop, the state leaves the
+// registry.
+func (p *pathState) soloStep(next soloState, acq *acquisition) (handOver bool) {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if p.started {
+		p.solo, p.soloAcq = soloNone, nil
+		return true
+	}
+	p.solo, p.soloAcq = next, acq
+	if next == soloNone {
+		delete(registry.loops, p.key)
+	}
+	return false
+}
+
+// soloSnapshot fills s with what the solo goroutine does. Called with
+// registry.mu held.
+func (p *pathState) soloSnapshot(s *Snapshot) {
+	switch p.solo {
+	case soloAcquiring:
+		s.Waiting++
+	case soloHolding:
+		s.Held = true
+	}
+	if p.soloAcq != nil && s.Token == 0 {
+		s.Token = p.soloAcq.node.Token
+	}
+}
+
+// lockSolo is Mutex.lock on the solo path.
+func (p *pathState) lockSolo(ctx context.Context, m *Mutex, try bool, op string) (*Guard, error) {
+	acq, err := p.srv.acquire(ctx, try, false)
+	if err == nil && ctx.Err() != nil {
+		// Granted as ctx ended: nobody wants it (as the loop does with a
+		// grant that crosses a cancellation).
+		if _, rerr := p.srv.release(acq); rerr != nil {
+			p.log.Warn("could not release a grant nobody wanted", zap.Error(rerr))
+		}
+		acq, err = nil, ctxErr(ctx)
+	}
+	next := soloNone
+	if acq != nil {
+		next = soloHolding
+	}
+	if !p.soloStep(next, acq) {
+		if err != nil {
+			return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, err)
+		}
+		gctx, cancel := context.WithCancelCause(acq.hold.Context())
+		return &Guard{p: p, m: m, acq: acq, ctx: gctx, cancel: cancel, solo: true}, nil
+	}
+	// Another goroutine started the loop meanwhile.
+	r := &request{m: m, try: try, reply: make(chan result, 1)}
+	p.adopt <- adoptMsg{req: r, acq: acq}
+	if err != nil {
+		return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, err)
+	}
+	res := <-r.reply
+	return res.g, nil
+}
+
+// unlockSolo is Guard.Unlock of a solo Guard. It reports false, doing
+// nothing else, if the loop has started: it has handed the acquisition over
+// to the loop, with g as its holder, and g unlocks through the loop (or
+// finds it gone: the session ended).
+func (g *Guard) unlockSolo(ctx context.Context) (done bool, err error) {
+	p := g.p
+	if p.soloStep(soloReleasing, g.acq) {
+		select {
+		case p.adopt <- adoptMsg{holder: g, acq: g.acq}:
+		case <-p.exited:
+		}
+		return false, nil
+	}
+	g.cancel(recipes.ErrReleased)
+	result := make(chan error, 1)
+	release := func() {
+		contended, err := p.srv.release(g.acq)
+		if p.soloStep(soloNone, nil) {
+			p.adopt <- adoptMsg{released: true, contended: contended}
+		}
+		result <- err
+	}
+	if ctx.Done() == nil {
+		release()
+		return true, <-result
+	}
+	// ctx bounds the wait, not the release, which goes on (as a release
+	// by the loop does) and keeps the state registered until it is done.
+	p.spawn(release)
+	select {
+	case err := <-result:
+		return true, err
+	case <-ctx.Done():
+		return true, fmt.Errorf("release not confirmed yet (it goes on): %w", ctxErr(ctx))
+	}
+}
+
+// onAdopt takes the solo goroutine's state over (see adoptMsg). The loop is
+// in the handover phase.
+func (p *pathState) onAdopt(a adoptMsg) {
+	switch {
+	case a.holder != nil:
+		p.acq, p.holder, p.phase = a.acq, a.holder, held
+	case a.req != nil && a.acq != nil:
+		p.acq = a.acq
+		p.grant(a.req)
+	case a.req != nil:
+		p.detach(1) // the solo Lock failed; its caller returns the error
+		p.phase = idle
+		p.startAcquire(false)
+	case a.released:
+		p.contended = a.contended
+		p.detach(1)
+		p.phase = idle
+		p.startAcquire(false)
+	}
+}

@@ -1,0 +1,134 @@
+package mutex_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/recipes"
+)
+
+// TestSoloHandsOverToLocalWaiters: the first goroutine locks on the solo
+// path (no loop); goroutines that come while it holds queue in the loop,
+// and its Unlock hands the acquisition over: they get the lock by local
+// handoff, with the same token and no request to the server, and a local
+// TryLock is refused without one.
+func TestSoloHandsOverToLocalWaiters(t *testing.T) {
+	w := newWorld(t)
+	s := w.session()
+	m := w.mutex(s)
+	g := lock(t, m)
+	if snap := m.Inspect(); !snap.Held || snap.Token != g.Token() || snap.Waiting != 0 {
+		t.Fatalf("Inspect of a solo holder: %+v, token %d", snap, g.Token())
+	}
+	before := w.Drv.SessionStats(s.ID()).Requests
+	if _, err := m.TryLock(context.Background()); !errors.Is(err, recipes.ErrLocked) {
+		t.Fatalf("local TryLock while a solo goroutine holds: %v, want ErrLocked", err)
+	}
+	got := lockAsync(t, m)
+	waitFor(t, "a local waiter", func() bool { return m.Inspect().Waiting == 1 })
+	got2 := lockAsync(t, m)
+	waitFor(t, "two local waiters", func() bool { return m.Inspect().Waiting == 2 })
+	unlock(t, g)
+	g1 := granted(t, got)
+	if g1.Token() != g.Token() {
+		t.Fatalf("local handoff token %d, want the solo acquisition's %d", g1.Token(), g.Token())
+	}
+	unlock(t, g1)
+	g2 := granted(t, got2)
+	if got := w.Drv.SessionStats(s.ID()).Requests - before; got != 0 {
+		t.Errorf("the refused TryLock and two local handoffs cost %d requests, want 0", got)
+	}
+	unlock(t, g2)
+	if err := g.Err(); !errors.Is(err, recipes.ErrReleased) {
+		t.Errorf("the solo guard after Unlock: %v", err)
+	}
+	waitFor(t, "the lock to be released", func() bool { _, ok := w.owner(); return !ok })
+	w.empty()
+}
+
+// TestSoloHandsOverWhileAcquiring: the solo goroutine waits at the server
+// (another session holds); a local goroutine that comes meanwhile queues in
+// the loop and gets the lock from the solo goroutine's acquisition once
+// that one is unlocked.
+func TestSoloHandsOverWhileAcquiring(t *testing.T) {
+	w := newWorld(t)
+	sa, sb := w.session(), w.session()
+	ma, mb := w.mutex(sa), w.mutex(sb)
+	other := lock(t, mb)
+
+	first := lockAsync(t, ma)
+	waitFor(t, "the solo goroutine to queue at the server", func() bool { return len(w.queued()) == 1 })
+	second := lockAsync(t, ma)
+	waitFor(t, "the second goroutine to wait", func() bool { return ma.Inspect().Waiting == 2 })
+	unlock(t, other)
+	g1 := granted(t, first)
+	if g1.Token() <= other.Token() {
+		t.Fatalf("token %d after %d", g1.Token(), other.Token())
+	}
+	unlock(t, g1)
+	g2 := granted(t, second)
+	if g2.Token() != g1.Token() {
+		t.Fatalf("second goroutine's token %d, want the handed-off %d", g2.Token(), g1.Token())
+	}
+	unlock(t, g2)
+	w.empty()
+}
+
+// TestSoloFailureHandsWaitersToTheLoop: a solo Lock whose ctx ends while it
+// waits at the server fails; a local goroutine that queued behind it in the
+// meantime is served by the loop, which acquires for it.
+func TestSoloFailureHandsWaitersToTheLoop(t *testing.T) {
+	w := newWorld(t)
+	sa, sb := w.session(), w.session()
+	ma, mb := w.mutex(sa), w.mutex(sb)
+	other := lock(t, mb)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	soloErr := make(chan error, 1)
+	go func() {
+		_, err := ma.Lock(ctx)
+		soloErr <- err
+	}()
+	waitFor(t, "the solo goroutine to queue at the server", func() bool { return len(w.queued()) == 1 })
+	second := lockAsync(t, ma)
+	waitFor(t, "the second goroutine to wait", func() bool { return ma.Inspect().Waiting == 2 })
+	cancel()
+	if err := <-soloErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled solo Lock: %v", err)
+	}
+	unlock(t, other)
+	g := granted(t, second)
+	if g.Token() <= other.Token() {
+		t.Fatalf("token %d after %d", g.Token(), other.Token())
+	}
+	unlock(t, g)
+	w.empty()
+}
+
+// TestSoloHolderSessionEnds: a solo holder whose session is closed while a
+// local goroutine waits in the loop: the waiter fails with the session's
+// error, the holder's Guard has ended, its Unlock returns nil, and nothing
+// is left running (goleak in TestMain).
+func TestSoloHolderSessionEnds(t *testing.T) {
+	w := newWorld(t)
+	s := w.session()
+	m := w.mutex(s)
+	g := lock(t, m)
+	errs := lockErrs(m)
+	waitFor(t, "the local waiter", func() bool { return m.Inspect().Waiting == 1 })
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; !errors.Is(err, coordkit.ErrClosed) {
+		t.Fatalf("local waiter after Close: %v, want ErrClosed", err)
+	}
+	if err := ended(t, g); !errors.Is(err, recipes.ErrLost) {
+		t.Fatalf("solo guard after Close: %v, want ErrLost", err)
+	}
+	if err := g.Unlock(context.Background()); err != nil {
+		t.Fatalf("Unlock of the lost solo guard: %v", err)
+	}
+	w.empty()
+}
