@@ -1,7 +1,7 @@
 // Command lockbench compares coordkit's locks with the references of issue #3
 // ("Speed") in one run, on servers it starts itself:
 //
-//	go run ./integration/cmd/lockbench [-duration 1s] [-rounds 5] [-only zk|etcd]
+//	go run ./integration/cmd/lockbench [-duration 300ms] [-rounds 21] [-only zk|etcd]
 //	        [-md report.md] [-svg ratios.svg] [-quick]
 //
 // It starts a standalone ZooKeeper with fsync on, a second one with fsync off
@@ -24,7 +24,10 @@
 //
 // Each row runs once per round, for -duration; the rows of a section take
 // turns within a round (the first row changes from round to round), so that
-// a slow spell of a loaded machine hits every row of a section alike. The
+// a slow spell of a loaded machine hits every row of a section alike. Many
+// short rounds (21 of 300ms by default) interleave the rows finely: on a
+// small machine whose disk and CPU vary from second to second, they give
+// steadier ratios than a few long ones. The
 // table reports the median over the rounds, with the lowest and highest
 // round, and the ratio to the section's reference measured in the same run.
 // Each round uses fresh lock paths. The bars of issue #3 are checked at the
@@ -70,8 +73,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("lockbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := config{args: args, progress: stderr}
-	fs.DurationVar(&cfg.duration, "duration", time.Second, "how long each row runs in each round")
-	fs.IntVar(&cfg.rounds, "rounds", 5, "rounds; the table reports the median round")
+	fs.DurationVar(&cfg.duration, "duration", 300*time.Millisecond, "how long each row runs in each round")
+	fs.IntVar(&cfg.rounds, "rounds", 21, "rounds; the table reports the median round")
 	fs.StringVar(&cfg.only, "only", "", `run one backend only: "zk" or "etcd"`)
 	fs.BoolVar(&cfg.etcdFsync, "etcd-fsync", true, "run etcd with fsync on (ZooKeeper runs both ways)")
 	fs.StringVar(&cfg.mdPath, "md", "", "write a markdown report to this file")
