@@ -18,7 +18,10 @@
 // passes the lock to the next of them without any server round trip. Only
 // the last local Unlock releases it on the server. Goroutines of one process
 // therefore never herd on the server: the process has at most one queue entry
-// and one watch per path.
+// and one watch per path. A Lock on a path no other goroutine of the process
+// is using (the uncontended case) does its server work on its own goroutine,
+// with nothing else to coordinate with; the local queue comes into being
+// when a second goroutine arrives, and takes the acquisition over.
 //
 // Two sessions in one process are two processes as far as the lock is
 // concerned: they exclude each other through the server.
