@@ -404,7 +404,8 @@ type WatchEvent struct {
 	Err  error // set for EventLost
 }
 
-// Watch is a one-shot watch armed by Conn.Watch or Conn.WatchChildren.
+// Watch is a one-shot watch armed by Conn.Watch, Conn.WatchChildren or
+// Conn.CreateAndWatch.
 type Watch struct {
 	c     <-chan WatchEvent
 	stop  func()

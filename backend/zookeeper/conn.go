@@ -52,6 +52,7 @@ type conn struct {
 	authed    chan struct{} // closed when the auth log line was seen
 	zkDone    chan struct{} // go-zookeeper's loop has ended (closed by the drain Close starts)
 	zkEvents  <-chan zk.Event
+	started   chan struct{} // closed when start has returned: zk and zkEvents are set, or start failed
 	closeDone chan struct{} // Close has finished
 
 	wg     sync.WaitGroup // every goroutine of ours that calls go-zookeeper
@@ -70,6 +71,7 @@ func newConn(d *Driver, ttl time.Duration) *conn {
 		sessionUp: make(chan struct{}),
 		authed:    make(chan struct{}),
 		zkDone:    make(chan struct{}),
+		started:   make(chan struct{}),
 		closeDone: make(chan struct{}),
 		events:    backend.NewEventQueue(eventBuffer),
 	}
@@ -81,6 +83,7 @@ func newConn(d *Driver, ttl time.Duration) *conn {
 // start creates the go-zookeeper client. Nothing is sent until its loop
 // dials.
 func (c *conn) start(servers []string) error {
+	defer close(c.started)
 	zc, ec, err := zk.Connect(servers, c.ttl,
 		func(zc *zk.Conn) { c.zk = zc }, // runs inside Connect, before its loop starts
 		zk.WithLogger(zkLogger{log: c.log.Named("client"), onAuth: c.onAuth}),
@@ -226,7 +229,9 @@ func (c *conn) closeZK() <-chan struct{} {
 	c.d.bgAdd(1)
 	go func() {
 		defer c.d.bgAdd(-1)
-		c.zk.Close()
+		if c.zk != nil { // nil if start failed
+			c.zk.Close()
+		}
 		close(done)
 	}()
 	return done
@@ -262,6 +267,7 @@ func (c *conn) Close(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	<-c.started // at once: start only builds the client (Driver.Close may come during an Open)
 	c.mu.Lock()
 	if c.closing.Load() {
 		c.mu.Unlock()
@@ -280,7 +286,9 @@ func (c *conn) Close(ctx context.Context) error {
 
 	zkClosed := c.closeZK()
 	go func() {
-		for range c.zkEvents {
+		if c.zkEvents != nil { // nil if start failed: no client, no loop
+			for range c.zkEvents {
+			}
 		}
 		close(c.zkDone)
 	}()

@@ -65,6 +65,8 @@ func attach(s *session.Session, path string, log *zap.Logger) *pathState {
 	return p
 }
 
+// newPathState makes the state of (k.sess, k.path), not registered and
+// with no loop running.
 func newPathState(k key, log *zap.Logger) *pathState {
 	p := &pathState{
 		key:     k,
