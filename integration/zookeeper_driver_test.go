@@ -820,6 +820,7 @@ func (d *lossyDialer) requestsSince(want int) []int32 {
 const (
 	zkOpDelete       = 2
 	zkOpExists       = 3
+	zkOpGetData      = 4
 	zkOpGetChildren2 = 12
 )
 
