@@ -318,7 +318,7 @@ func (s *server) removeOwner(n backend.Node, w *backend.Watch, marked *bool) err
 }
 
 // deleteIncarnation deletes exactly the incarnation n of an owner node
-// (waitq.DeleteIncarnation), and sets *marked (if not nil) when a waiter had
+// (deleteOwnerIncarnation), and sets *marked (if not nil) when a waiter had
 // marked it.
 //
 // Where the backend's versions identify an incarnation (etcd: the mod
@@ -338,7 +338,51 @@ func (s *server) removeOwner(n backend.Node, w *backend.Watch, marked *bool) err
 // delete, before the watch's notification (or after our read) reaches us.
 func (s *server) deleteIncarnation(ctx context.Context, n backend.Node, w *backend.Watch, marked *bool) error {
 	readFirst := !s.exact && (w == nil || w.Fired())
-	return waitq.DeleteIncarnation(ctx, s.conn, n, readFirst, marked)
+	return deleteOwnerIncarnation(ctx, s.conn, n, readFirst, marked)
+}
+
+// deleteOwnerIncarnation deletes n if the node at n.Path is still that
+// incarnation (same Token); a node already gone, or replaced, is not an
+// error. It deletes by n's version first, and after a version mismatch
+// (someone wrote to the node) reads the node, compares its Token and deletes
+// by the version it read. With readFirst it reads and compares before the
+// first delete too: for a fixed path on a backend whose versions restart
+// with every create (ZooKeeper; see backend.IncarnationVersions), where a
+// delete by n's version could remove a newer node created at the path after
+// n was deleted by someone else. changed, if not nil, is set when the
+// node's version had moved on since n. It gives up after a few writes that
+// keep racing it, returning backend.ErrBadVersion.
+func deleteOwnerIncarnation(ctx context.Context, c backend.Conn, n backend.Node, readFirst bool, changed *bool) error {
+	version := n.Version
+	read := readFirst
+	for attempt := 0; ; attempt++ {
+		if read {
+			cur, err := c.Get(ctx, n.Path)
+			switch {
+			case errors.Is(err, backend.ErrNoNode):
+				return nil
+			case err != nil:
+				return err
+			case cur.Token != n.Token:
+				return nil // replaced: ours is gone
+			}
+			if changed != nil && cur.Version != n.Version {
+				*changed = true
+			}
+			version = cur.Version
+		}
+		err := c.Delete(ctx, n.Path, version)
+		switch {
+		case err == nil, errors.Is(err, backend.ErrNoNode):
+			return nil
+		case !errors.Is(err, backend.ErrBadVersion) || attempt >= 3:
+			return err
+		}
+		if changed != nil {
+			*changed = true
+		}
+		read = true
+	}
 }
 
 // versionsIdentifyIncarnations reports whether c's node versions tell the

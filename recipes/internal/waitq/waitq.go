@@ -584,50 +584,6 @@ func Delete(ctx context.Context, c backend.Conn, n backend.Node) error {
 	return err
 }
 
-// DeleteIncarnation deletes n if the node at n.Path is still that
-// incarnation (same Token); a node already gone, or replaced, is not an
-// error. It deletes by n's version first, and after a version mismatch
-// (someone wrote to the node) reads the node, compares its Token and deletes
-// by the version it read. With readFirst it reads and compares before the
-// first delete too: for a fixed path on a backend whose versions restart
-// with every create (ZooKeeper; see backend.IncarnationVersions), where a
-// delete by n's version could remove a newer node created at the path after
-// n was deleted by someone else. changed, if not nil, is set when the
-// node's version had moved on since n. It gives up after a few writes that
-// keep racing it, returning backend.ErrBadVersion.
-func DeleteIncarnation(ctx context.Context, c backend.Conn, n backend.Node, readFirst bool, changed *bool) error {
-	version := n.Version
-	read := readFirst
-	for attempt := 0; ; attempt++ {
-		if read {
-			cur, err := c.Get(ctx, n.Path)
-			switch {
-			case errors.Is(err, backend.ErrNoNode):
-				return nil
-			case err != nil:
-				return err
-			case cur.Token != n.Token:
-				return nil // replaced: ours is gone
-			}
-			if changed != nil && cur.Version != n.Version {
-				*changed = true
-			}
-			version = cur.Version
-		}
-		err := c.Delete(ctx, n.Path, version)
-		switch {
-		case err == nil, errors.Is(err, backend.ErrNoNode):
-			return nil
-		case !errors.Is(err, backend.ErrBadVersion) || attempt >= 3:
-			return err
-		}
-		if changed != nil {
-			*changed = true
-		}
-		read = true
-	}
-}
-
 // ctxErr wraps ctx's error, with its cause when that says more.
 func ctxErr(ctx context.Context) error {
 	err := ctx.Err()
