@@ -78,7 +78,7 @@ func (r *createReq) recoverable() bool {
 // Create implements backend.Conn.
 func (c *conn) Create(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, error) {
 	const op = "create"
-	n, r, err := c.create(ctx, op, path, data, opts, false)
+	n, r, err := c.create(ctx, op, path, data, opts, readNothing)
 	if err != nil || r.haveStat {
 		return n, err
 	}
@@ -120,7 +120,7 @@ func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opt
 	if opts.Sequential {
 		return backend.CreateThenWatch(ctx, c, path, data, opts)
 	}
-	n, r, err := c.create(ctx, "create", path, data, opts, true)
+	n, r, err := c.create(ctx, "create", path, data, opts, readWatch)
 	if err != nil {
 		return backend.Node{}, nil, err
 	}
@@ -142,7 +142,7 @@ func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opt
 // and the server answers a session's requests in order, after the create.
 func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, []backend.Node, error) {
 	const op = "create"
-	n, r, err := c.createFor(ctx, op, path, data, opts, false, true)
+	n, r, err := c.create(ctx, op, path, data, opts, readListing)
 	if err != nil {
 		return n, nil, err
 	}
@@ -225,17 +225,19 @@ func fillStat(n *backend.Node, st *zk.Stat) {
 	n.Owner = ownerOf(st.EphemeralOwner)
 }
 
-// create validates and creates the node; with watch, a non-sequential
-// node's ExistsW is pipelined behind the create (r.pipelined). r.haveStat
-// reports whether the Token, Version and Owner are known (a sequential
-// create needs a read).
-func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, watch bool) (backend.Node, *createReq, error) {
-	return c.createFor(ctx, op, path, data, opts, watch, false)
-}
+// behind says which read, if any, createOnce sends right behind a create.
+type behind int
 
-// createFor is create; with list, the parent's listing is pipelined behind
-// the create (r.listed) and a sequential create stamps the parent.
-func (c *conn) createFor(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, watch, list bool) (backend.Node, *createReq, error) {
+const (
+	readNothing behind = iota
+	readWatch          // ExistsW of a non-sequential node (CreateAndWatch): r.pipelined
+	readListing        // Children of the parent (CreateAndList): r.listed; a sequential create stamps the parent
+)
+
+// create validates and creates the node, with the read b behind it (see
+// createOnce). r.haveStat reports whether the Token, Version and Owner are
+// known (a sequential create needs a read unless it stamped its parent).
+func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, b behind) (backend.Node, *createReq, error) {
 	if ctx == nil {
 		return backend.Node{}, nil, c.wrap(op, path, errNilContext)
 	}
@@ -249,7 +251,8 @@ func (c *conn) createFor(ctx context.Context, op, path string, data []byte, opts
 		return backend.Node{}, nil, c.wrap(op, path, err)
 	}
 	parent, name := backend.Split(path)
-	r := &createReq{parent: parent, name: name, data: clone(data), opts: opts, watch: watch && !opts.Sequential, list: list}
+	r := &createReq{parent: parent, name: name, data: clone(data), opts: opts,
+		watch: b == readWatch && !opts.Sequential, list: b == readListing}
 	if opts.Protected {
 		r.prefix = newProtectedPrefix()
 		r.name = r.prefix + name
