@@ -43,8 +43,9 @@ type adoptMsg struct {
 	// nil (it failed: req is not answered, the caller returns its error).
 	req *request
 	acq *acquisition
-	// holder: the solo Guard is being unlocked; the loop takes acq over
-	// with it as the holder, and an unlockMsg for it follows.
+	// holder: the solo Guard is being unlocked; the loop takes its
+	// acquisition over with it as the holder, and an unlockMsg for it
+	// follows.
 	holder *Guard
 	// released: the solo Guard's release has finished; contended as in
 	// workResult.
@@ -139,7 +140,7 @@ func (g *Guard) unlockSolo(ctx context.Context) (done bool, err error) {
 	p := g.p
 	if p.soloStep(soloReleasing, g.acq) {
 		select {
-		case p.adopt <- adoptMsg{holder: g, acq: g.acq}:
+		case p.adopt <- adoptMsg{holder: g}:
 		case <-p.exited:
 		}
 		return false, nil
@@ -173,7 +174,7 @@ func (g *Guard) unlockSolo(ctx context.Context) (done bool, err error) {
 func (p *pathState) onAdopt(a adoptMsg) {
 	switch {
 	case a.holder != nil:
-		p.acq, p.holder, p.phase = a.acq, a.holder, held
+		p.acq, p.holder, p.phase = a.holder.acq, a.holder, held
 	case a.req != nil && a.acq != nil:
 		p.acq = a.acq
 		p.grant(a.req)

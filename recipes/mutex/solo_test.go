@@ -7,6 +7,7 @@ import (
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/mutex"
 )
 
 // TestSoloHandsOverToLocalWaiters: the first goroutine locks on the solo
@@ -54,16 +55,13 @@ func TestSoloHandsOverToLocalWaiters(t *testing.T) {
 // that one is unlocked.
 func TestSoloHandsOverWhileAcquiring(t *testing.T) {
 	w := newWorld(t)
-	sa, sb := w.session(), w.session()
-	ma, mb := w.mutex(sa), w.mutex(sb)
-	other := lock(t, mb)
-
-	first := lockAsync(t, ma)
-	waitFor(t, "the solo goroutine to queue at the server", func() bool { return len(w.queued()) == 1 })
-	second := lockAsync(t, ma)
-	waitFor(t, "the second goroutine to wait", func() bool { return ma.Inspect().Waiting == 2 })
+	other, first, second := soloWaitsAtServer(context.Background(), t, w)
 	unlock(t, other)
-	g1 := granted(t, first)
+	r1 := <-first
+	if r1.err != nil {
+		t.Fatal(r1.err)
+	}
+	g1 := r1.g
 	if g1.Token() <= other.Token() {
 		t.Fatalf("token %d after %d", g1.Token(), other.Token())
 	}
@@ -81,22 +79,11 @@ func TestSoloHandsOverWhileAcquiring(t *testing.T) {
 // meantime is served by the loop, which acquires for it.
 func TestSoloFailureHandsWaitersToTheLoop(t *testing.T) {
 	w := newWorld(t)
-	sa, sb := w.session(), w.session()
-	ma, mb := w.mutex(sa), w.mutex(sb)
-	other := lock(t, mb)
-
 	ctx, cancel := context.WithCancel(context.Background())
-	soloErr := make(chan error, 1)
-	go func() {
-		_, err := ma.Lock(ctx)
-		soloErr <- err
-	}()
-	waitFor(t, "the solo goroutine to queue at the server", func() bool { return len(w.queued()) == 1 })
-	second := lockAsync(t, ma)
-	waitFor(t, "the second goroutine to wait", func() bool { return ma.Inspect().Waiting == 2 })
+	other, first, second := soloWaitsAtServer(ctx, t, w)
 	cancel()
-	if err := <-soloErr; !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled solo Lock: %v", err)
+	if r := <-first; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled solo Lock: guard %v, err %v", r.g != nil, r.err)
 	}
 	unlock(t, other)
 	g := granted(t, second)
@@ -131,4 +118,30 @@ func TestSoloHolderSessionEnds(t *testing.T) {
 		t.Fatalf("Unlock of the lost solo guard: %v", err)
 	}
 	w.empty()
+}
+
+// soloResult is what a Lock returned.
+type soloResult struct {
+	g   *mutex.Guard
+	err error
+}
+
+// soloWaitsAtServer makes another session hold the lock, then has a
+// goroutine of a second session Lock it with ctx (the solo path: it waits
+// at the server, in the queue) and a second goroutine of that session Lock
+// it too (it starts the loop and waits there). It returns the other
+// session's Guard and the two Locks' outcomes.
+func soloWaitsAtServer(ctx context.Context, t *testing.T, w *world) (*mutex.Guard, <-chan soloResult, <-chan *mutex.Guard) {
+	t.Helper()
+	ma, mb := w.mutex(w.session()), w.mutex(w.session())
+	other := lock(t, mb)
+	first := make(chan soloResult, 1)
+	go func() {
+		g, err := ma.Lock(ctx)
+		first <- soloResult{g, err}
+	}()
+	waitFor(t, "the solo goroutine to queue at the server", func() bool { return len(w.queued()) == 1 })
+	second := lockAsync(t, ma)
+	waitFor(t, "the second goroutine to wait", func() bool { return ma.Inspect().Waiting == 2 })
+	return other, first, second
 }
