@@ -293,12 +293,7 @@ func TestFairlockCancelLoop(t *testing.T) {
 func TestFairlockEtcdMutexCoexistence(t *testing.T) {
 	eps := sharedEtcd.Get(t).Endpoints()
 	drv := openEtcdDriver(t, eps)
-	cli := connectEtcd(t, eps...)
-	cs, err := concurrency.NewSession(cli, concurrency.WithTTL(int(lockTTL/time.Second)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
+	cs := concurrencySession(t, eps...)
 	path := flPath(t)
 	obs := observerConn(t, drv)
 	em := concurrency.NewMutex(cs, path)
@@ -355,7 +350,7 @@ func TestFairlockEtcdMutexCoexistence(t *testing.T) {
 		t.Fatalf("the second fairlock was granted while concurrency.Mutex holds: %v", r.err)
 	default:
 	}
-	if got, err := cli.Get(ctx, em.Key()); err != nil || len(got.Kvs) != 1 || got.Kvs[0].CreateRevision <= r.g.Token() {
+	if got, err := cs.Client().Get(ctx, em.Key()); err != nil || len(got.Kvs) != 1 || got.Kvs[0].CreateRevision <= r.g.Token() {
 		t.Fatalf("concurrency.Mutex key %s: %v (err %v), want created after fairlock's token %d", em.Key(), got, err, r.g.Token())
 	}
 	if err := em.Unlock(ctx); err != nil {
@@ -438,17 +433,7 @@ func benchFairlockUncontended(b *testing.B, drv backend.Driver) {
 // BenchmarkFairlock_Etcd_Uncontended: etcd's own concurrency.Mutex on the
 // same server.
 func BenchmarkFairlock_Etcd_ConcurrencyMutex_Uncontended(b *testing.B) {
-	eps := sharedEtcd.Get(b).Endpoints()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	cs, err := concurrency.NewSession(cli, concurrency.WithTTL(int(lockTTL/time.Second)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cs.Close()
+	cs := concurrencySession(b, sharedEtcd.Get(b).Endpoints()...)
 	m := concurrency.NewMutex(cs, flPath(b))
 	ctx := context.Background()
 	for b.Loop() {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/coordkit/coordkit/integration"
 )
@@ -122,7 +123,7 @@ func retryZK(t *testing.T, what string, op func() error) {
 	}
 }
 
-func connectEtcd(t *testing.T, endpoints ...string) *clientv3.Client {
+func connectEtcd(t testing.TB, endpoints ...string) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -130,6 +131,19 @@ func connectEtcd(t *testing.T, endpoints ...string) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// concurrencySession opens an etcd concurrency.Session (a lease of lockTTL)
+// on a client of its own, closed when the test ends: the session of etcd's
+// own recipes, which the lock tests measure and mix with ours.
+func concurrencySession(t testing.TB, endpoints ...string) *concurrency.Session {
+	t.Helper()
+	cs, err := concurrency.NewSession(connectEtcd(t, endpoints...), concurrency.WithTTL(int(lockTTL/time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
 }
 
 // retryEtcd retries op until it succeeds or 20s pass.

@@ -5,9 +5,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
-	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	zkdrv "github.com/coordkit/coordkit/backend/zookeeper"
@@ -94,20 +92,11 @@ func TestLockUncontendedRequestsZooKeeper(t *testing.T) {
 func TestLockUncontendedWritesEtcd(t *testing.T) {
 	// A member of its own: the revision counts every write to it.
 	eps := integration.StartEtcd(t).Endpoints()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := connectEtcd(t, eps...)
 	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
-	cs, err := concurrency.NewSession(cli, concurrency.WithTTL(int(lockTTL/time.Second)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
 	s := lockSession(t, openEtcdDriver(t, eps))
-	cm := concurrency.NewMutex(cs, mxPath(t)+"-concurrency")
+	cm := concurrency.NewMutex(concurrencySession(t, eps...), mxPath(t)+"-concurrency")
 	revision := func() int64 {
 		r, err := cli.Get(ctx, "/coordkit-revision-probe")
 		if err != nil {
