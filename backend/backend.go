@@ -194,6 +194,41 @@ type IncarnationVersions interface {
 	VersionsIdentifyIncarnations() bool
 }
 
+// ParentStamps is implemented by Conns that can write a node's parent in
+// the transaction that creates the node, and delete a node under guards. It
+// lets a recipe release a fixed-path node with one request and no read on a
+// backend whose versions restart with every create (ZooKeeper; see
+// IncarnationVersions): if every create at the path is stamped, the parent's
+// version moves with each of them, so a delete guarded by the stamp of our
+// create cannot remove a later node created at the path by somebody else.
+//
+// The stamp is exact while the parent lives. A parent deleted and created
+// again (a container reaped, or deleted by an operator, after the node was
+// deleted) restarts its version, so the guard could hold again after as
+// many stamped creates as ours had seen; a recipe that keeps a node for long
+// watches it as well (see package recipes/mutex).
+//
+// The ZooKeeper and memory drivers implement it; etcd needs no stamp.
+type ParentStamps interface {
+	// CreateStamped creates path as Create does and, in the same
+	// transaction, writes its parent (no data, any version). It returns the
+	// new node and the guard that holds while the parent keeps the version
+	// that write gave it: until the next write to the parent. The guard is
+	// the zero Guard if the node was created but its stamp is unknown (a
+	// lost reply, after which the driver found the node).
+	//
+	// It returns ErrNoStamp, having created nothing, when the parent cannot
+	// be stamped (the root, or a parent the session may not write); the
+	// caller then creates without a stamp.
+	CreateStamped(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, Guard, error)
+
+	// GuardedDelete deletes path if its version is version (AnyVersion
+	// skips the check) and every guard holds, atomically on the server.
+	// When a guard fails nothing is deleted and the error is
+	// ErrGuardFailed; otherwise the errors are Delete's.
+	GuardedDelete(ctx context.Context, guards []Guard, path string, version int64) error
+}
+
 // CreateThenWatch implements Conn.CreateAndWatch on c with a Create and then
 // a Watch of the new node, for drivers that have nothing faster. See
 // Conn.CreateAndWatch for what the watch reports.
@@ -283,7 +318,7 @@ type Node struct {
 	Owner string
 }
 
-// Guard is one condition of a GuardedSet.
+// Guard is one condition of a GuardedSet or a GuardedDelete.
 //
 // The node at Path must exist; if Token is non-zero, it must be the same
 // incarnation (etcd compares the create revision; ZooKeeper cannot compare
@@ -445,6 +480,9 @@ var (
 	ErrConnectionLoss = errors.New("backend: connection loss, outcome unknown")
 	// ErrDataTooLarge: the data exceeds MaxDataSize.
 	ErrDataTooLarge = errors.New("backend: data too large")
+	// ErrNoStamp: ParentStamps.CreateStamped cannot write the parent;
+	// nothing was created.
+	ErrNoStamp = errors.New("backend: parent cannot be stamped")
 )
 
 // MaxDataSize is the largest node data the seam accepts: below ZooKeeper's

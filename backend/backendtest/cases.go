@@ -424,6 +424,110 @@ func testVersions(e *env) {
 	}
 }
 
+// testParentStamps: where the driver implements backend.ParentStamps, a
+// stamped create writes the parent in its transaction and returns the stamp;
+// a delete guarded by it succeeds while nobody else stamped the parent, and
+// deletes nothing once a later stamped create (after an operator's delete)
+// moved it on. The node's own version is still checked. The root cannot be
+// stamped. A driver without stamps must say that its versions identify
+// incarnations (the reason a recipe can do without).
+func testParentStamps(e *env) {
+	c, other := e.open(), e.open()
+	ps, ok := c.(backend.ParentStamps)
+	if !ok {
+		if v, ok := c.(backend.IncarnationVersions); !ok || !v.VersionsIdentifyIncarnations() {
+			e.t.Fatalf("%T implements neither backend.ParentStamps nor exact backend.IncarnationVersions", c)
+		}
+		return
+	}
+	ops := other.(backend.ParentStamps)
+	dir := e.path("stamp")
+	p := e.path("stamp", "owner")
+	eph := backend.CreateOptions{Ephemeral: true}
+
+	// Under a missing parent: the parent is made, then stamped.
+	n1, g1, err := ps.CreateStamped(e.ctx, p, data("v0"), eph)
+	if err != nil {
+		e.t.Fatalf("CreateStamped under a missing parent: %v", err)
+	}
+	got := e.get(other, p)
+	if n1.Path != p || n1.Token <= 0 || n1.Token != got.Token || n1.Version != got.Version ||
+		n1.Owner != c.SessionID() || string(got.Data) != string(data("v0")) {
+		e.t.Errorf("CreateStamped returned %+v, Get reads %+v", n1, got)
+	}
+	if pd := e.get(other, dir); g1.Path != dir || g1.Version != pd.Version {
+		e.t.Errorf("stamp %+v, the parent reads version %d", g1, pd.Version)
+	}
+	if _, _, err := ops.CreateStamped(e.ctx, p, nil, eph); !errors.Is(err, backend.ErrNodeExists) {
+		e.t.Errorf("CreateStamped of an existing path: %v, want ErrNodeExists", err)
+	}
+	if pd := e.get(other, dir); pd.Version != g1.Version {
+		e.t.Errorf("a failed CreateStamped moved the parent to version %d (stamp %d)", pd.Version, g1.Version)
+	}
+	// A sibling keeps the parent (a container) alive: a parent deleted and
+	// made again restarts its version, which the stamp cannot tell (see
+	// backend.ParentStamps).
+	keep := e.create(other, e.path("stamp", "keep"), "", backend.CreateOptions{})
+	if err := ps.GuardedDelete(e.ctx, []backend.Guard{g1}, p, n1.Version); err != nil {
+		e.t.Fatalf("GuardedDelete under its own stamp: %v", err)
+	}
+	if _, err := other.Get(e.ctx, p); !errors.Is(err, backend.ErrNoNode) {
+		e.t.Errorf("after GuardedDelete: Get %v, want ErrNoNode", err)
+	}
+
+	// An operator deletes our node and another session creates it again,
+	// stamped: our guarded delete must leave the new node alone.
+	n2, g2, err := ps.CreateStamped(e.ctx, p, nil, eph)
+	if err != nil {
+		e.t.Fatalf("CreateStamped: %v", err)
+	}
+	e.del(other, p)
+	n3, g3, err := ops.CreateStamped(e.ctx, p, nil, eph)
+	if err != nil {
+		e.t.Fatalf("CreateStamped by another session: %v", err)
+	}
+	if g3.Version == g2.Version || n3.Token <= n2.Token {
+		e.t.Errorf("stamps %d then %d, tokens %d then %d", g2.Version, g3.Version, n2.Token, n3.Token)
+	}
+	if err := ps.GuardedDelete(e.ctx, []backend.Guard{g2}, p, n2.Version); !errors.Is(err, backend.ErrGuardFailed) {
+		e.t.Errorf("GuardedDelete under a stale stamp: %v, want ErrGuardFailed", err)
+	}
+	if cur := e.get(c, p); cur.Token != n3.Token {
+		e.t.Errorf("the other session's node was replaced: token %d, want %d", cur.Token, n3.Token)
+	}
+
+	// The node's version is checked too.
+	e.set(c, p, "marked")
+	if err := ops.GuardedDelete(e.ctx, []backend.Guard{g3}, p, n3.Version); !errors.Is(err, backend.ErrBadVersion) || errors.Is(err, backend.ErrGuardFailed) {
+		e.t.Errorf("GuardedDelete of a changed node: %v, want ErrBadVersion", err)
+	}
+	if err := ops.GuardedDelete(e.ctx, []backend.Guard{g3}, p, backend.AnyVersion); err != nil {
+		e.t.Errorf("GuardedDelete at any version: %v", err)
+	}
+
+	// A sequential node: its token as Get reads it.
+	q, gq, err := ps.CreateStamped(e.ctx, e.path("stamp", "q-"), nil, backend.CreateOptions{Ephemeral: true, Sequential: true})
+	if err != nil {
+		e.t.Fatalf("sequential CreateStamped: %v", err)
+	}
+	if got := e.get(other, q.Path); !q.Sequential || got.Token != q.Token || gq.Path != dir {
+		e.t.Errorf("sequential CreateStamped returned %+v (stamp %+v), Get reads %+v", q, gq, got)
+	}
+	if err := ps.GuardedDelete(e.ctx, nil, q.Path, backend.AnyVersion); err != nil {
+		e.t.Errorf("GuardedDelete without guards: %v", err)
+	}
+	e.del(other, keep.Path)
+
+	// The root cannot be stamped; nothing is created.
+	top := "/" + strings.TrimPrefix(strings.ReplaceAll(e.root, "/", "-"), "-") + "-stamp"
+	if _, _, err := ps.CreateStamped(e.ctx, top, nil, eph); !errors.Is(err, backend.ErrNoStamp) {
+		e.t.Errorf("CreateStamped under the root: %v, want ErrNoStamp", err)
+	}
+	if _, err := other.Get(e.ctx, top); !errors.Is(err, backend.ErrNoNode) {
+		e.t.Errorf("a CreateStamped that failed left %s: %v", top, err)
+	}
+}
+
 // testGuardedSet: a write guarded by a lock node lands while the lock node
 // is unchanged, and is refused with ErrGuardFailed, writing nothing, once
 // it changed, went, or was replaced by a new holder's node.

@@ -103,6 +103,7 @@ var cases = []struct {
 	{"Children", testChildren},
 	{"Versions", testVersions},
 	{"GuardedSet", testGuardedSet},
+	{"ParentStamps", testParentStamps},
 	{"Watch", testWatch},
 	{"WatchChildren", testWatchChildren},
 	{"SessionClose", testSessionClose},

@@ -106,19 +106,28 @@ func (c *conn) reply(op, path string, err error) error {
 }
 
 func (c *conn) Create(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, error) {
-	n, _, err := c.create(ctx, "create", path, data, opts, false, nil)
+	n, _, err := c.create(ctx, "create", path, data, opts, extras{})
 	return n, err
 }
 
 func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, []backend.Node, error) {
-	return c.create(ctx, "create and list", path, data, opts, true, nil)
+	return c.create(ctx, "create and list", path, data, opts, extras{list: true})
 }
 
-// create is the client side of Create, CreateAndList and CreateAndWatch: it
-// picks the protected prefix once, and after a lost reply finds the node by
-// it. With list it lists the parent; with armed not nil it arms a watch on
-// the new node in the same request (not after a lost reply).
-func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, list bool, armed **watch) (backend.Node, []backend.Node, error) {
+// extras says what a create does besides creating, in the same request:
+// list the parent, arm a watch on the new node (*armed), stamp the parent
+// (*stamp: the guard on its new version).
+type extras struct {
+	list  bool
+	armed **watch
+	stamp *backend.Guard
+}
+
+// create is the client side of Create, CreateAndList, CreateAndWatch and
+// CreateStamped: it picks the protected prefix once, and after a lost reply
+// finds the node by it. The extras x are done in the same request (not
+// after a lost reply).
+func (c *conn) create(ctx context.Context, op, path string, data []byte, opts backend.CreateOptions, x extras) (backend.Node, []backend.Node, error) {
 	if err := validate(path, data); err != nil {
 		return backend.Node{}, nil, err
 	}
@@ -127,7 +136,7 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 		name = "_c_" + uuid.NewString() + "-" + name
 	}
 	for {
-		n, kids, err := c.createOnce(ctx, op, parent, name, data, opts, list, armed)
+		n, kids, err := c.createOnce(ctx, op, parent, name, data, opts, x)
 		if !opts.Protected || !errors.Is(err, backend.ErrConnectionLoss) {
 			return n, kids, err
 		}
@@ -139,7 +148,7 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	}
 }
 
-func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []byte, opts backend.CreateOptions, list bool, armed **watch) (backend.Node, []backend.Node, error) {
+func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []byte, opts backend.CreateOptions, x extras) (backend.Node, []backend.Node, error) {
 	d := c.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -148,16 +157,24 @@ func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []b
 		return backend.Node{}, nil, err
 	}
 	n, err := d.create(c, parent, name, data, opts)
+	var stamped *node
+	if err == nil && x.stamp != nil {
+		// The node's parent exists now (create made it if need be).
+		stamped, err = d.set(parent, nil, backend.AnyVersion)
+	}
 	if err := c.reply(op, path, err); err != nil {
 		return backend.Node{}, nil, err
 	}
 	var kids []backend.Node
-	if list {
+	if x.list {
 		kids = d.children(parent)
 	}
 	snap := n.snapshot()
-	if armed != nil {
-		*armed = d.arm(c, snap.Path, false)
+	if x.armed != nil {
+		*x.armed = d.arm(c, snap.Path, false)
+	}
+	if stamped != nil {
+		*x.stamp = backend.Guard{Path: parent, Version: int64(stamped.version)}
 	}
 	return snap, kids, nil
 }
@@ -187,7 +204,7 @@ func (c *conn) findProtected(ctx context.Context, parent, name string, sequentia
 // node found by its protected prefix is watched with a second request.
 func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, *backend.Watch, error) {
 	var w *watch
-	n, _, err := c.create(ctx, "create and watch", path, data, opts, false, &w)
+	n, _, err := c.create(ctx, "create and watch", path, data, opts, extras{armed: &w})
 	if err != nil {
 		return backend.Node{}, nil, err
 	}
@@ -196,6 +213,28 @@ func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opt
 	}
 	d := c.d
 	return n, backend.NewWatch(w.ch, func() { d.stopWatch(w) }), nil
+}
+
+// CreateStamped implements backend.ParentStamps in one request, as
+// ZooKeeper's multi does. Under the root it returns backend.ErrNoStamp.
+func (c *conn) CreateStamped(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, backend.Guard, error) {
+	if err := validate(path, data); err != nil {
+		return backend.Node{}, backend.Guard{}, err
+	}
+	if parent, _ := backend.Split(path); parent == "/" {
+		return backend.Node{}, backend.Guard{}, wrap("create stamped", path, backend.ErrNoStamp)
+	}
+	var g backend.Guard
+	n, _, err := c.create(ctx, "create stamped", path, data, opts, extras{stamp: &g})
+	if err != nil {
+		return backend.Node{}, backend.Guard{}, err
+	}
+	return n, g, nil
+}
+
+// GuardedDelete implements backend.ParentStamps.
+func (c *conn) GuardedDelete(ctx context.Context, guards []backend.Guard, path string, version int64) error {
+	return c.delete(ctx, "guarded delete", guards, path, version)
 }
 
 func (c *conn) Get(ctx context.Context, path string) (backend.Node, error) {
@@ -263,18 +302,28 @@ func (c *conn) GuardedSet(ctx context.Context, guards []backend.Guard, path stri
 }
 
 func (c *conn) Delete(ctx context.Context, path string, version int64) error {
+	return c.delete(ctx, "delete", nil, path, version)
+}
+
+func (c *conn) delete(ctx context.Context, op string, guards []backend.Guard, path string, version int64) error {
 	if err := backend.ValidatePath(path); err != nil {
 		return err
+	}
+	for _, g := range guards {
+		if err := backend.ValidatePath(g.Path); err != nil {
+			return err
+		}
 	}
 	d := c.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := c.begin(ctx, "delete", path); err != nil {
+	if err := c.begin(ctx, op, path); err != nil {
 		return err
 	}
 	n := d.nodes[path]
-	var err error
+	err := d.checkGuards(guards)
 	switch {
+	case err != nil:
 	case n == nil:
 		err = backend.ErrNoNode
 	case !versionOK(n, version):
@@ -284,8 +333,10 @@ func (c *conn) Delete(ctx context.Context, path string, version int64) error {
 	default:
 		d.remove(n)
 	}
-	return c.reply("delete", path, err)
+	return c.reply(op, path, err)
 }
+
+var _ backend.ParentStamps = (*conn)(nil)
 
 func (c *conn) Watch(ctx context.Context, path string) (backend.Node, bool, *backend.Watch, error) {
 	if err := backend.ValidatePath(path); err != nil {

@@ -52,6 +52,12 @@ type createReq struct {
 	// succeeded. A sequential create then stamps the parent (see createOnce).
 	list   bool
 	listed *childrenResult
+	// stamp asks createOnce to write the parent in the create's multi
+	// (CreateStamped); stampVersion is the parent's version after it, and
+	// stamped reports that the create that succeeded carried the stamp.
+	stamp        bool
+	stamped      bool
+	stampVersion int32
 }
 
 // childrenResult is the outcome of a Children call.
@@ -82,7 +88,46 @@ func (c *conn) Create(ctx context.Context, path string, data []byte, opts backen
 	if err != nil || r.haveStat {
 		return n, err
 	}
-	// A sequential create returns only the name: read the token.
+	return c.readToken(ctx, op, n)
+}
+
+// CreateStamped implements backend.ParentStamps with one multi: the create
+// and a setData of the parent (no data, any version). Every op of a multi
+// shares one zxid, so the parent's mzxid in that setData's Stat is the new
+// node's czxid (its token) and the parent's version is the stamp: one round
+// trip, no read. The new node's version is 0. A parent the session may not
+// write makes this and every later CreateStamped of the Conn return
+// backend.ErrNoStamp (the failed multi created nothing), as does the root.
+func (c *conn) CreateStamped(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, backend.Guard, error) {
+	const op = "create stamped"
+	n, r, err := c.create(ctx, op, path, data, opts, stampOnly)
+	if err != nil {
+		return backend.Node{}, backend.Guard{}, err
+	}
+	if !r.haveStat {
+		n, err = c.readToken(ctx, op, n)
+	}
+	if err != nil || !r.stamped {
+		// Found after a lost reply: the stamp is unknown.
+		return n, backend.Guard{}, err
+	}
+	return n, backend.Guard{Path: r.parent, Version: int64(r.stampVersion)}, nil
+}
+
+// GuardedDelete implements backend.ParentStamps with one multi: a check op
+// per guard (see GuardedSet), then the delete.
+func (c *conn) GuardedDelete(ctx context.Context, guards []backend.Guard, path string, version int64) error {
+	const op = "guarded delete"
+	if err := c.pre(ctx, op, guardedPaths(guards, path)...); err != nil {
+		return err
+	}
+	_, err := c.guarded(ctx, op, guards, path, &zk.DeleteRequest{Path: path, Version: zkVersion(version)})
+	return err
+}
+
+// readToken reads the Stat of n, a node this Conn has just created whose
+// create returned only its name (a plain sequential create).
+func (c *conn) readToken(ctx context.Context, op string, n backend.Node) (backend.Node, error) {
 	for attempt := 0; ; attempt++ {
 		type exists struct {
 			ok bool
@@ -232,6 +277,7 @@ const (
 	readNothing behind = iota
 	readWatch          // ExistsW of a non-sequential node (CreateAndWatch): r.pipelined
 	readListing        // Children of the parent (CreateAndList): r.listed; a sequential create stamps the parent
+	stampOnly          // no read; the create stamps its parent (CreateStamped): r.stamped
 )
 
 // create validates and creates the node, with the read b behind it (see
@@ -252,7 +298,7 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	}
 	parent, name := backend.Split(path)
 	r := &createReq{parent: parent, name: name, data: clone(data), opts: opts,
-		watch: b == readWatch && !opts.Sequential, list: b == readListing}
+		watch: b == readWatch && !opts.Sequential, list: b == readListing, stamp: b == stampOnly}
 	if opts.Protected {
 		r.prefix = newProtectedPrefix()
 		r.name = r.prefix + name
@@ -356,7 +402,10 @@ func (c *conn) createLoop(ctx context.Context, r *createReq) (backend.Node, bool
 // server answers a session's requests in order, so both replies arrive
 // within the create's round trip. The callers check that it did.
 func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool, error) {
-	stampParent := r.opts.Sequential && r.list && r.parent != "/" && !c.noParentStamp.Load()
+	stampParent := (r.stamp || r.opts.Sequential && r.list) && r.parent != "/" && !c.noParentStamp.Load()
+	if r.stamp && !stampParent {
+		return backend.Node{}, false, backend.ErrNoStamp
+	}
 	type created struct {
 		res    []zk.MultiResponse
 		path   string // a plain sequential create's answer
@@ -387,15 +436,15 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 			err error
 		)
 		switch {
-		case !r.opts.Sequential:
-			out.res, err = z.Multi(
-				&zk.CreateRequest{Path: r.full, Data: nil, Acl: worldACL, Flags: r.flags},
-				&zk.SetDataRequest{Path: r.full, Data: r.data, Version: 0},
-			)
 		case stampParent:
 			out.res, err = z.Multi(
 				&zk.CreateRequest{Path: r.full, Data: r.data, Acl: worldACL, Flags: r.flags},
 				&zk.SetDataRequest{Path: r.parent, Data: nil, Version: -1},
+			)
+		case !r.opts.Sequential:
+			out.res, err = z.Multi(
+				&zk.CreateRequest{Path: r.full, Data: nil, Acl: worldACL, Flags: r.flags},
+				&zk.SetDataRequest{Path: r.full, Data: r.data, Version: 0},
 			)
 		default:
 			out.path, err = z.Create(r.full, r.data, r.flags, worldACL)
@@ -412,6 +461,8 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 	}
 	out, err := do(ctx, c, send, func(out created, err error) {
 		switch {
+		case !r.opts.Sequential && stampParent:
+			c.abandonedCreate(r, r.full, 0, err)
 		case !r.opts.Sequential:
 			c.abandonedCreate(r, r.full, 1, err)
 		case len(out.res) > 0:
@@ -422,7 +473,8 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 	})
 	if stampParent && errors.Is(err, zk.ErrNoAuth) && len(out.res) == 2 && errors.Is(out.res[1].Error, zk.ErrNoAuth) {
 		// Not allowed to write the parent: create without the stamp, now
-		// and from now on.
+		// and from now on (a CreateStamped returns ErrNoStamp: nothing was
+		// created, the multi failed as a whole).
 		c.noParentStamp.Store(true)
 		return c.createOnce(ctx, r)
 	}
@@ -430,7 +482,7 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 		return backend.Node{}, false, err
 	}
 	switch {
-	case !r.opts.Sequential:
+	case !r.opts.Sequential && !stampParent:
 		if len(out.res) != 2 || out.res[1].Stat == nil {
 			return backend.Node{}, false, fmt.Errorf("unexpected multi response (%d results): %w", len(out.res), zk.ErrAPIError)
 		}
@@ -455,6 +507,8 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 		n.Owner = c.SessionID()
 	}
 	if stampParent {
+		r.pipelined = out.exists
+		r.stamped, r.stampVersion = true, out.res[1].Stat.Version
 		n.Token = out.res[1].Stat.Mzxid // the multi's zxid: the new node's czxid
 		return n, true, nil             // a new node's version is 0
 	}
@@ -684,32 +738,55 @@ func (c *conn) Delete(ctx context.Context, path string, version int64) error {
 // guard holds if its node exists with the given version (see backend.Guard).
 func (c *conn) GuardedSet(ctx context.Context, guards []backend.Guard, path string, data []byte, version int64) (backend.Node, error) {
 	const op = "guarded set"
-	paths := make([]string, 0, len(guards)+1)
-	for _, g := range guards {
-		paths = append(paths, g.Path)
-	}
-	paths = append(paths, path)
-	if err := c.pre(ctx, op, paths...); err != nil {
+	if err := c.pre(ctx, op, guardedPaths(guards, path)...); err != nil {
 		return backend.Node{}, err
 	}
 	if err := backend.ValidateData(data); err != nil {
 		return backend.Node{}, fmt.Errorf("zookeeper: %s %s: %w", op, path, err)
 	}
 	data = clone(data)
+	res, err := c.guarded(ctx, op, guards, path, &zk.SetDataRequest{Path: path, Data: data, Version: zkVersion(version)})
+	if err != nil {
+		return backend.Node{}, err
+	}
+	if st := res[len(res)-1].Stat; st != nil {
+		return nodeOf(path, data, st), nil
+	}
+	return backend.Node{}, c.wrap(op, path, fmt.Errorf("unexpected multi response (no Stat): %w", zk.ErrAPIError))
+}
+
+// guardedPaths returns the paths of guards and path, for validation.
+func guardedPaths(guards []backend.Guard, path string) []string {
+	paths := make([]string, 0, len(guards)+1)
+	for _, g := range guards {
+		paths = append(paths, g.Path)
+	}
+	return append(paths, path)
+}
+
+// guarded sends one multi: a check op per guard (see GuardedSet), then
+// write, an op on path. It returns the multi's results, one per op.
+func (c *conn) guarded(ctx context.Context, op string, guards []backend.Guard, path string, write any) ([]zk.MultiResponse, error) {
 	ops := make([]any, 0, len(guards)+1)
 	for _, g := range guards {
 		ops = append(ops, &zk.CheckVersionRequest{Path: g.Path, Version: zkVersion(g.Version)})
 	}
-	ops = append(ops, &zk.SetDataRequest{Path: path, Data: data, Version: zkVersion(version)})
+	ops = append(ops, write)
 	res, err := do(ctx, c, func(z *zk.Conn) ([]zk.MultiResponse, error) {
 		return z.Multi(ops...)
 	}, nil)
-	if err == nil {
-		if len(res) != len(ops) || res[len(ops)-1].Stat == nil {
-			return backend.Node{}, c.wrap(op, path, fmt.Errorf("unexpected multi response (%d results): %w", len(res), zk.ErrAPIError))
-		}
-		return nodeOf(path, data, res[len(ops)-1].Stat), nil
+	switch {
+	case err != nil:
+		return nil, c.multiErr(op, path, guards, res, err)
+	case len(res) != len(ops):
+		return nil, c.wrap(op, path, fmt.Errorf("unexpected multi response (%d results): %w", len(res), zk.ErrAPIError))
 	}
+	return res, nil
+}
+
+// multiErr maps the failure of a guarded multi: backend.ErrGuardFailed if
+// a check failed, else the write's error.
+func (c *conn) multiErr(op, path string, guards []backend.Guard, res []zk.MultiResponse, err error) error {
 	// The server reports, per op, ok for the ops before the one that
 	// failed, its error, and "runtime inconsistency" for the ops after.
 	failed := -1
@@ -721,8 +798,10 @@ func (c *conn) GuardedSet(ctx context.Context, guards []backend.Guard, path stri
 		}
 	}
 	if failed >= 0 && failed < len(guards) {
-		return backend.Node{}, fmt.Errorf("zookeeper: %s %s: %w: guard on %s: %w", op, path,
+		return fmt.Errorf("zookeeper: %s %s: %w: guard on %s: %w", op, path,
 			backend.ErrGuardFailed, guards[failed].Path, c.wrap("check", guards[failed].Path, err))
 	}
-	return backend.Node{}, c.wrap(op, path, err)
+	return c.wrap(op, path, err)
 }
+
+var _ backend.ParentStamps = (*conn)(nil)
