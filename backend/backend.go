@@ -194,39 +194,79 @@ type IncarnationVersions interface {
 	VersionsIdentifyIncarnations() bool
 }
 
-// ParentStamps is implemented by Conns that can write a node's parent in
-// the transaction that creates the node, and delete a node under guards. It
-// lets a recipe release a fixed-path node with one request and no read on a
-// backend whose versions restart with every create (ZooKeeper; see
-// IncarnationVersions): if every create at the path is stamped, the parent's
-// version moves with each of them, so a delete guarded by the stamp of our
-// create cannot remove a later node created at the path by somebody else.
+// ParentStamps is implemented by Conns that can stamp a node's parent in
+// the transaction that creates the node, and later delete the node only if
+// the stamp still holds. It lets a recipe delete a fixed-path node exactly
+// (never a later node created at the same path by somebody else) with one
+// request and no read, on a backend whose versions restart with every
+// create (ZooKeeper; see IncarnationVersions).
 //
-// The stamp is exact while the parent lives. A parent deleted and created
-// again (a container reaped, or deleted by an operator, after the node was
-// deleted) restarts its version, so the guard could hold again after as
-// many stamped creates as ours had seen; a recipe that keeps a node for long
-// watches it as well (see package recipes/mutex).
+// A stamped create writes the parent (an empty setData at any version), so
+// the parent's version moves with every stamped create under it. It also
+// creates a pin: an ephemeral sibling with a name unique to the call, which
+// keeps the parent (a container) from being reaped, and whose presence
+// proves that the parent has not been deleted and made again since (which
+// would restart its version). A stamped delete checks the parent's version
+// and removes the pin and the node, all in one transaction. So if the node
+// was deleted by somebody else and created again with a stamp, the stamped
+// delete fails and deletes nothing.
 //
-// The ZooKeeper and memory drivers implement it; etcd needs no stamp.
+// The guarantee holds if every create at the path is stamped. The ZooKeeper
+// and memory drivers implement it; etcd needs no stamp.
 type ParentStamps interface {
 	// CreateStamped creates path as Create does and, in the same
-	// transaction, writes its parent (no data, any version). It returns the
-	// new node and the guard that holds while the parent keeps the version
-	// that write gave it: until the next write to the parent. The guard is
-	// the zero Guard if the node was created but its stamp is unknown (a
-	// lost reply, after which the driver found the node).
+	// transaction, stamps its parent and creates the pin. It returns the
+	// new node and its stamp. If the create succeeded but its reply was lost
+	// (the driver found the node afterwards) the stamp's Version is unknown
+	// (Stamp.Known is false): DeleteStamped then fails with
+	// ErrGuardFailed, and the pin, if any, must still be removed (Unpin).
 	//
 	// It returns ErrNoStamp, having created nothing, when the parent cannot
 	// be stamped (the root, or a parent the session may not write); the
 	// caller then creates without a stamp.
-	CreateStamped(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, Guard, error)
+	CreateStamped(ctx context.Context, path string, data []byte, opts CreateOptions) (Node, Stamp, error)
 
-	// GuardedDelete deletes path if its version is version (AnyVersion
-	// skips the check) and every guard holds, atomically on the server.
-	// When a guard fails nothing is deleted and the error is
-	// ErrGuardFailed; otherwise the errors are Delete's.
-	GuardedDelete(ctx context.Context, guards []Guard, path string, version int64) error
+	// DeleteStamped deletes path (if its version is version; AnyVersion
+	// skips the check) and the stamp's pin, atomically, if the parent still
+	// has the stamp's version and the pin is still there. When the stamp no
+	// longer holds, nothing is deleted and the error is ErrGuardFailed;
+	// otherwise the errors are Delete's (nothing deleted either).
+	DeleteStamped(ctx context.Context, path string, version int64, s Stamp) error
+
+	// Unpin deletes the stamp's pin if it is still there, for a release
+	// whose DeleteStamped failed. A pin not deleted goes with the session.
+	Unpin(ctx context.Context, s Stamp) error
+}
+
+// Stamp is what ParentStamps.CreateStamped returns for the deletion of the
+// node it created.
+type Stamp struct {
+	// Parent holds while the parent keeps the version the create's stamp
+	// gave it.
+	Parent Guard
+	// Pin is the path of the pin created with the node.
+	Pin string
+	// Known reports whether Parent is known (false after a lost reply).
+	Known bool
+}
+
+// PinPath returns the path of the pin of a stamped create of path (see
+// ParentStamps): a sibling named after the node, the session and a number
+// the session uses once.
+func PinPath(path, sessionID string, n uint64) string {
+	return path + "-pin-" + sessionID + "-" + strconv.FormatUint(n, 10)
+}
+
+// UnpinByDelete implements ParentStamps.Unpin on c with a Delete of the
+// pin at any version; a pin already gone is not an error.
+func UnpinByDelete(ctx context.Context, c Conn, s Stamp) error {
+	if s.Pin == "" {
+		return nil
+	}
+	if err := c.Delete(ctx, s.Pin, AnyVersion); err != nil && !errors.Is(err, ErrNoNode) {
+		return err
+	}
+	return nil
 }
 
 // CreateThenWatch implements Conn.CreateAndWatch on c with a Create and then
@@ -318,7 +358,7 @@ type Node struct {
 	Owner string
 }
 
-// Guard is one condition of a GuardedSet or a GuardedDelete.
+// Guard is one condition of a GuardedSet.
 //
 // The node at Path must exist; if Token is non-zero, it must be the same
 // incarnation (etcd compares the create revision; ZooKeeper cannot compare

@@ -170,12 +170,25 @@ func edgeOwned(t *testing.T, obs backend.Conn, dirs []string, sid string) []back
 			if err != nil {
 				t.Fatalf("get %s: %v", k.Path, err)
 			}
-			if n.Owner == sid {
+			if n.Owner == sid && !pinOfLiveNode(ctx, obs, n) {
 				out = append(out, n)
 			}
 		}
 	}
 	return out
+}
+
+// pinOfLiveNode reports whether n is the pin of a stamped create (see
+// backend.ParentStamps) whose node is still there, owned by the same
+// session: it belongs to that node and is not counted apart. A pin whose
+// node is gone is a leak, and counts.
+func pinOfLiveNode(ctx context.Context, obs backend.Conn, n backend.Node) bool {
+	i := strings.LastIndex(n.Path, "-pin-")
+	if i < 0 {
+		return false
+	}
+	node, err := obs.Get(ctx, n.Path[:i])
+	return err == nil && node.Owner == n.Owner && strings.HasPrefix(n.Path, node.Path+"-pin-"+n.Owner+"-")
 }
 
 // edgeAwaitOwned waits until exactly want nodes of the session sid are in
@@ -346,6 +359,28 @@ func (c *countingConn) Create(ctx context.Context, path string, data []byte, o b
 func (c *countingConn) VersionsIdentifyIncarnations() bool {
 	v, ok := c.Conn.(backend.IncarnationVersions)
 	return ok && v.VersionsIdentifyIncarnations()
+}
+
+// CreateStamped, DeleteStamped and Unpin pass backend.ParentStamps on where
+// the wrapped Conn has it; elsewhere CreateStamped returns
+// backend.ErrNoStamp, as a driver that cannot stamp does.
+func (c *countingConn) CreateStamped(ctx context.Context, path string, data []byte, o backend.CreateOptions) (backend.Node, backend.Stamp, error) {
+	ps, ok := c.Conn.(backend.ParentStamps)
+	if !ok {
+		return backend.Node{}, backend.Stamp{}, backend.ErrNoStamp
+	}
+	c.count("CreateStamped", path)
+	return ps.CreateStamped(ctx, path, data, o)
+}
+
+func (c *countingConn) DeleteStamped(ctx context.Context, path string, version int64, st backend.Stamp) error {
+	c.count("DeleteStamped", path)
+	return c.Conn.(backend.ParentStamps).DeleteStamped(ctx, path, version, st)
+}
+
+func (c *countingConn) Unpin(ctx context.Context, st backend.Stamp) error {
+	c.count("Unpin", st.Pin)
+	return c.Conn.(backend.ParentStamps).Unpin(ctx, st)
 }
 
 func (c *countingConn) CreateAndWatch(ctx context.Context, path string, data []byte, o backend.CreateOptions) (backend.Node, *backend.Watch, error) {
@@ -632,12 +667,12 @@ func edgeLostCreateReply(t *testing.T, be edgeBackend, r lockRecipe, addrs []str
 	direct backend.Driver, policy edgePolicy, contended bool) {
 	path := r.path(t)
 	// The create whose reply is lost: the mutex creates its owner node
-	// when nobody holds (with CreateAndWatch on ZooKeeper, where versions
+	// when nobody holds (with CreateStamped on ZooKeeper, where versions
 	// do not tell incarnations apart, with Create on etcd), and its queue
 	// node when somebody does; the fair lock queues in every case.
 	ops, dir := []string{"CreateAndList"}, r.queue(path)
 	if r.name == "mutex" && !contended {
-		ops, dir = []string{"Create", "CreateAndWatch"}, path
+		ops, dir = []string{"Create", "CreateStamped"}, path
 	}
 	be.parents(t, addrs, dir) // else the lost reply would be the first attempt's NoNode
 	p := be.proxy(t, addrs[0])

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordkit/coordkit"
@@ -144,13 +145,9 @@ func TestMutexExclusionAcrossSessions(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			drv := be.driver(t)
 			path := mxPath(t)
-			var users []mxUser
-			for range 4 {
-				s := lockSession(t, drv)
-				users = append(users, mxUser{mxMutex(t, s, path, mutex.WithMaxLocalHandoffs(2)), s.ID()})
-			}
 			var c mxChecker
-			const goroutines, rounds = 4, 10
+			const sessions, goroutines, rounds = 4, 4, 10
+			users := mxSessions(t, drv, path, sessions)
 			mxHammer(t, &c, users, goroutines, rounds)
 			switches := c.verify(t, len(users)*goroutines*rounds)
 			t.Logf("%d grants, the lock changed sessions %d times", len(c.grants), switches)
@@ -160,6 +157,48 @@ func TestMutexExclusionAcrossSessions(t *testing.T) {
 			mxNoLeftovers(t, observerConn(t, drv), path)
 		})
 	}
+}
+
+// mxSessions opens n sessions on drv, each with a Mutex on path that hands
+// off locally at most twice in a row.
+func mxSessions(t *testing.T, drv backend.Driver, path string, n int) []mxUser {
+	t.Helper()
+	users := make([]mxUser, 0, n)
+	for range n {
+		s := lockSession(t, drv)
+		users = append(users, mxUser{mxMutex(t, s, path, mutex.WithMaxLocalHandoffs(2)), s.ID()})
+	}
+	return users
+}
+
+// TestMutexUnwritableDirectoryZooKeeper: a lock directory the sessions may
+// not write (an ACL without WRITE) cannot be stamped; the mutex falls back
+// to a watch armed with its create, and still excludes, releases and
+// leaves nothing behind.
+func TestMutexUnwritableDirectoryZooKeeper(t *testing.T) {
+	addrs := sharedZK.Get(t).Addrs()
+	raw := curatorWatcher(t, addrs)
+	path := mxPath(t)
+	parent, _ := backend.Split(path)
+	if _, err := raw.Create(parent, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		t.Fatal(err)
+	}
+	if _, err := raw.Create(path, nil, 0, zk.WorldACL(zk.PermCreate|zk.PermRead|zk.PermDelete)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Delete(path, -1) })
+	cd := &countingDriver{Driver: openZooKeeperDriver(t, addrs)}
+	var c mxChecker
+	const goroutines, rounds = 2, 5
+	users := mxSessions(t, cd, path, 2)
+	mxHammer(t, &c, users, goroutines, rounds)
+	c.verify(t, len(users)*goroutines*rounds)
+	mxNoLeftovers(t, observerConn(t, cd.Driver), path)
+	counts := cd.total.snapshot().byOp
+	if counts["CreateAndWatch"] == 0 || counts["DeleteStamped"] != 0 {
+		t.Fatalf("calls %v: want the owner node created with a watch and never deleted by stamp", counts)
+	}
+	t.Logf("calls without stamps: %v", counts)
 }
 
 // TestMutexGoroutines32: 32 goroutines of one process share one

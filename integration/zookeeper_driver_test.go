@@ -925,6 +925,17 @@ func TestZooKeeperDriver_PipelinedCreates(t *testing.T) {
 		if _, err := raw.Create(dir, nil, 0, acl); err != nil {
 			t.Fatal(err)
 		}
+		// A stamped create finds out, creates nothing, and says so; from
+		// then on the Conn does not try to stamp.
+		for i := range 2 {
+			_, _, err := c.(backend.ParentStamps).CreateStamped(ctx, dir+"/owner", nil, backend.CreateOptions{Ephemeral: true})
+			if !errors.Is(err, backend.ErrNoStamp) {
+				t.Fatalf("stamped create %d under a parent without WRITE: %v, want ErrNoStamp", i, err)
+			}
+			if kids, _, err := raw.Children(dir); err != nil || len(kids) != 0 {
+				t.Fatalf("a failed stamped create left %v (%v)", kids, err)
+			}
+		}
 		for i := range 2 {
 			n, kids, err := c.CreateAndList(ctx, dir+"/lock-", nil, backend.CreateOptions{Ephemeral: true, Sequential: true, Protected: true})
 			if err != nil {

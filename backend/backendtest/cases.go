@@ -425,12 +425,14 @@ func testVersions(e *env) {
 }
 
 // testParentStamps: where the driver implements backend.ParentStamps, a
-// stamped create writes the parent in its transaction and returns the stamp;
-// a delete guarded by it succeeds while nobody else stamped the parent, and
-// deletes nothing once a later stamped create (after an operator's delete)
-// moved it on. The node's own version is still checked. The root cannot be
-// stamped. A driver without stamps must say that its versions identify
-// incarnations (the reason a recipe can do without).
+// stamped create writes the parent and creates a pin in its transaction; a
+// stamped delete removes the node and the pin while nobody else stamped the
+// parent, and deletes nothing once the node was deleted by somebody else
+// and created again, whether the parent lived on (its version moved) or
+// was deleted and made again (the pin is gone). The node's own version is
+// still checked. The root cannot be stamped. A driver without stamps must
+// say that its versions identify incarnations (the reason a recipe can do
+// without).
 func testParentStamps(e *env) {
 	c, other := e.open(), e.open()
 	ps, ok := c.(backend.ParentStamps)
@@ -444,9 +446,21 @@ func testParentStamps(e *env) {
 	dir := e.path("stamp")
 	p := e.path("stamp", "owner")
 	eph := backend.CreateOptions{Ephemeral: true}
+	// holds checks that dir holds exactly want and its pin.
+	holds := func(what string, want backend.Node, st backend.Stamp) {
+		e.t.Helper()
+		got := paths(e.children(other, dir))
+		slices.Sort(got)
+		exp := []string{want.Path, st.Pin}
+		slices.Sort(exp)
+		if !slices.Equal(got, exp) || e.get(other, want.Path).Token != want.Token {
+			e.t.Errorf("%s: %s holds %q, want %q (token %d)", what, dir, got, exp, want.Token)
+		}
+	}
 
-	// Under a missing parent: the parent is made, then stamped.
-	n1, g1, err := ps.CreateStamped(e.ctx, p, data("v0"), eph)
+	// Under a missing parent: the parent is made, then stamped; the pin
+	// is a sibling of the node.
+	n1, s1, err := ps.CreateStamped(e.ctx, p, data("v0"), eph)
 	if err != nil {
 		e.t.Fatalf("CreateStamped under a missing parent: %v", err)
 	}
@@ -455,68 +469,98 @@ func testParentStamps(e *env) {
 		n1.Owner != c.SessionID() || string(got.Data) != string(data("v0")) {
 		e.t.Errorf("CreateStamped returned %+v, Get reads %+v", n1, got)
 	}
-	if pd := e.get(other, dir); g1.Path != dir || g1.Version != pd.Version {
-		e.t.Errorf("stamp %+v, the parent reads version %d", g1, pd.Version)
+	if pd := e.get(other, dir); !s1.Known || s1.Parent.Path != dir || s1.Parent.Version != pd.Version {
+		e.t.Errorf("stamp %+v, the parent reads version %d", s1, pd.Version)
+	}
+	if pin := e.get(other, s1.Pin); pin.Owner != c.SessionID() || !strings.HasPrefix(s1.Pin, dir+"/") {
+		e.t.Errorf("pin %s: %+v", s1.Pin, pin)
 	}
 	if _, _, err := ops.CreateStamped(e.ctx, p, nil, eph); !errors.Is(err, backend.ErrNodeExists) {
 		e.t.Errorf("CreateStamped of an existing path: %v, want ErrNodeExists", err)
 	}
-	if pd := e.get(other, dir); pd.Version != g1.Version {
-		e.t.Errorf("a failed CreateStamped moved the parent to version %d (stamp %d)", pd.Version, g1.Version)
+	if pd := e.get(other, dir); pd.Version != s1.Parent.Version || len(e.children(other, dir)) != 2 {
+		e.t.Errorf("a failed CreateStamped moved the parent to version %d (stamp %d) or left a pin: %q",
+			pd.Version, s1.Parent.Version, paths(e.children(other, dir)))
 	}
-	// A sibling keeps the parent (a container) alive: a parent deleted and
-	// made again restarts its version, which the stamp cannot tell (see
-	// backend.ParentStamps).
-	keep := e.create(other, e.path("stamp", "keep"), "", backend.CreateOptions{})
-	if err := ps.GuardedDelete(e.ctx, []backend.Guard{g1}, p, n1.Version); err != nil {
-		e.t.Fatalf("GuardedDelete under its own stamp: %v", err)
+	if err := ps.DeleteStamped(e.ctx, p, n1.Version, s1); err != nil {
+		e.t.Fatalf("DeleteStamped: %v", err)
 	}
-	if _, err := other.Get(e.ctx, p); !errors.Is(err, backend.ErrNoNode) {
-		e.t.Errorf("after GuardedDelete: Get %v, want ErrNoNode", err)
+	if kids := e.children(other, dir); len(kids) != 0 {
+		e.t.Errorf("after DeleteStamped %s holds %q", dir, paths(kids))
 	}
 
 	// An operator deletes our node and another session creates it again,
-	// stamped: our guarded delete must leave the new node alone.
-	n2, g2, err := ps.CreateStamped(e.ctx, p, nil, eph)
+	// stamped: the parent lived on (our pin kept it), its version moved.
+	n2, s2, err := ps.CreateStamped(e.ctx, p, nil, eph)
 	if err != nil {
 		e.t.Fatalf("CreateStamped: %v", err)
 	}
 	e.del(other, p)
-	n3, g3, err := ops.CreateStamped(e.ctx, p, nil, eph)
+	n3, s3, err := ops.CreateStamped(e.ctx, p, nil, eph)
 	if err != nil {
 		e.t.Fatalf("CreateStamped by another session: %v", err)
 	}
-	if g3.Version == g2.Version || n3.Token <= n2.Token {
-		e.t.Errorf("stamps %d then %d, tokens %d then %d", g2.Version, g3.Version, n2.Token, n3.Token)
+	if s3.Parent.Version == s2.Parent.Version || n3.Token <= n2.Token || s3.Pin == s2.Pin {
+		e.t.Errorf("stamps %+v then %+v, tokens %d then %d", s2, s3, n2.Token, n3.Token)
 	}
-	if err := ps.GuardedDelete(e.ctx, []backend.Guard{g2}, p, n2.Version); !errors.Is(err, backend.ErrGuardFailed) {
-		e.t.Errorf("GuardedDelete under a stale stamp: %v, want ErrGuardFailed", err)
+	if err := ps.DeleteStamped(e.ctx, p, n2.Version, s2); !errors.Is(err, backend.ErrGuardFailed) {
+		e.t.Errorf("DeleteStamped under a stale stamp: %v, want ErrGuardFailed", err)
 	}
-	if cur := e.get(c, p); cur.Token != n3.Token {
-		e.t.Errorf("the other session's node was replaced: token %d, want %d", cur.Token, n3.Token)
+	if err := ps.Unpin(e.ctx, s2); err != nil {
+		e.t.Errorf("Unpin: %v", err)
 	}
+	if err := ps.Unpin(e.ctx, s2); err != nil {
+		e.t.Errorf("Unpin again: %v", err)
+	}
+	holds("after a stale DeleteStamped and Unpin", n3, s3)
 
-	// The node's version is checked too.
+	// The node's version is checked too; nothing is deleted.
 	e.set(c, p, "marked")
-	if err := ops.GuardedDelete(e.ctx, []backend.Guard{g3}, p, n3.Version); !errors.Is(err, backend.ErrBadVersion) || errors.Is(err, backend.ErrGuardFailed) {
-		e.t.Errorf("GuardedDelete of a changed node: %v, want ErrBadVersion", err)
+	if err := ops.DeleteStamped(e.ctx, p, n3.Version, s3); !errors.Is(err, backend.ErrBadVersion) || errors.Is(err, backend.ErrGuardFailed) {
+		e.t.Errorf("DeleteStamped of a changed node: %v, want ErrBadVersion", err)
 	}
-	if err := ops.GuardedDelete(e.ctx, []backend.Guard{g3}, p, backend.AnyVersion); err != nil {
-		e.t.Errorf("GuardedDelete at any version: %v", err)
+	holds("after a failed DeleteStamped", n3, s3)
+	if err := ops.DeleteStamped(e.ctx, p, backend.AnyVersion, s3); err != nil {
+		e.t.Fatalf("DeleteStamped at any version: %v", err)
 	}
 
-	// A sequential node: its token as Get reads it.
-	q, gq, err := ps.CreateStamped(e.ctx, e.path("stamp", "q-"), nil, backend.CreateOptions{Ephemeral: true, Sequential: true})
+	// The parent deleted and made again (an operator deletes all): its
+	// version restarts, and the stamp of our create may match the new
+	// parent's; the pin, gone with the old parent, tells.
+	n4, s4, err := ps.CreateStamped(e.ctx, p, nil, eph)
 	if err != nil {
-		e.t.Fatalf("sequential CreateStamped: %v", err)
+		e.t.Fatalf("CreateStamped: %v", err)
 	}
-	if got := e.get(other, q.Path); !q.Sequential || got.Token != q.Token || gq.Path != dir {
-		e.t.Errorf("sequential CreateStamped returned %+v (stamp %+v), Get reads %+v", q, gq, got)
+	e.del(other, p, s4.Pin)
+	if _, err := other.Get(e.ctx, dir); err == nil {
+		e.del(other, dir) // a container the server has not reaped yet
 	}
-	if err := ps.GuardedDelete(e.ctx, nil, q.Path, backend.AnyVersion); err != nil {
-		e.t.Errorf("GuardedDelete without guards: %v", err)
+	n5, s5, err := ops.CreateStamped(e.ctx, p, nil, eph)
+	if err != nil {
+		e.t.Fatalf("CreateStamped by another session: %v", err)
 	}
-	e.del(other, keep.Path)
+	if s5.Parent.Version != s4.Parent.Version {
+		e.t.Logf("the parent made again has version %d, the stale stamp %d", s5.Parent.Version, s4.Parent.Version)
+	}
+	if err := ps.DeleteStamped(e.ctx, p, n4.Version, s4); !errors.Is(err, backend.ErrGuardFailed) {
+		e.t.Errorf("DeleteStamped after the parent was made again: %v, want ErrGuardFailed", err)
+	}
+	holds("after a stale DeleteStamped", n5, s5)
+	if err := ops.DeleteStamped(e.ctx, p, n5.Version, s5); err != nil {
+		e.t.Errorf("DeleteStamped: %v", err)
+	}
+
+	// An unknown stamp never deletes.
+	n6, s6, err := ps.CreateStamped(e.ctx, p, nil, eph)
+	if err != nil {
+		e.t.Fatalf("CreateStamped: %v", err)
+	}
+	if err := ps.DeleteStamped(e.ctx, p, n6.Version, backend.Stamp{Pin: s6.Pin}); !errors.Is(err, backend.ErrGuardFailed) {
+		e.t.Errorf("DeleteStamped with an unknown stamp: %v, want ErrGuardFailed", err)
+	}
+	if err := ps.DeleteStamped(e.ctx, p, n6.Version, s6); err != nil {
+		e.t.Errorf("DeleteStamped: %v", err)
+	}
 
 	// The root cannot be stamped; nothing is created.
 	top := "/" + strings.TrimPrefix(strings.ReplaceAll(e.root, "/", "-"), "-") + "-stamp"

@@ -29,6 +29,7 @@ type mutant struct {
 var mutants = []mutant{
 	{"reversed-children", func(c backend.Conn) backend.Conn { return reversed{c} }, []string{"SequentialOrder", "CreateAndList", "Concurrency"}},
 	{"unguarded", func(c backend.Conn) backend.Conn { return unguarded{c} }, []string{"GuardedSet"}},
+	{"ignored-stamp", func(c backend.Conn) backend.Conn { return ignoredStamp{c} }, []string{"ParentStamps"}},
 	{"lazy-delete", func(c backend.Conn) backend.Conn { return lazyDelete{c} }, []string{"Create", "Children", "Versions"}},
 	{"opaque-errors", func(c backend.Conn) backend.Conn { return opaque{c} }, []string{"InvalidInput", "Versions", "SessionClose", "Context"}},
 	{"constant-token", func(c backend.Conn) backend.Conn { return constToken{c} }, []string{"Create", "Tokens"}},
@@ -105,6 +106,24 @@ type unguarded struct{ backend.Conn }
 
 func (c unguarded) GuardedSet(ctx context.Context, _ []backend.Guard, p string, d []byte, v int64) (backend.Node, error) {
 	return c.Set(ctx, p, d, v)
+}
+
+// ignoredStamp stamps its creates but deletes by version alone.
+type ignoredStamp struct{ backend.Conn }
+
+func (c ignoredStamp) CreateStamped(ctx context.Context, p string, d []byte, o backend.CreateOptions) (backend.Node, backend.Stamp, error) {
+	return c.Conn.(backend.ParentStamps).CreateStamped(ctx, p, d, o)
+}
+
+func (c ignoredStamp) DeleteStamped(ctx context.Context, p string, v int64, st backend.Stamp) error {
+	if err := c.Delete(ctx, p, v); err != nil {
+		return err
+	}
+	return c.Unpin(ctx, st)
+}
+
+func (c ignoredStamp) Unpin(ctx context.Context, st backend.Stamp) error {
+	return c.Conn.(backend.ParentStamps).Unpin(ctx, st)
 }
 
 type lazyDelete struct{ backend.Conn }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,6 +40,7 @@ type conn struct {
 	stopTimer  chan struct{} // ends the goroutine that waits for timer
 	ephemerals map[string]*node
 	watches    map[*watch]struct{} // armed, or fired and held while disconnected
+	pins       atomic.Uint64       // numbers the pins of stamped creates
 }
 
 var _ backend.Conn = (*conn)(nil)
@@ -116,11 +118,11 @@ func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts
 
 // extras says what a create does besides creating, in the same request:
 // list the parent, arm a watch on the new node (*armed), stamp the parent
-// (*stamp: the guard on its new version).
+// and create the pin stamp.Pin (setting stamp.Parent and stamp.Known).
 type extras struct {
 	list  bool
 	armed **watch
-	stamp *backend.Guard
+	stamp *backend.Stamp
 }
 
 // create is the client side of Create, CreateAndList, CreateAndWatch and
@@ -159,8 +161,12 @@ func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []b
 	n, err := d.create(c, parent, name, data, opts)
 	var stamped *node
 	if err == nil && x.stamp != nil {
-		// The node's parent exists now (create made it if need be).
-		stamped, err = d.set(parent, nil, backend.AnyVersion)
+		// The node's parent exists now (create made it if need be); the
+		// pin's name is unique to the call.
+		_, pinName := backend.Split(x.stamp.Pin)
+		if _, err = d.create(c, parent, pinName, nil, backend.CreateOptions{Ephemeral: true}); err == nil {
+			stamped, err = d.set(parent, nil, backend.AnyVersion)
+		}
 	}
 	if err := c.reply(op, path, err); err != nil {
 		return backend.Node{}, nil, err
@@ -174,7 +180,8 @@ func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []b
 		*x.armed = d.arm(c, snap.Path, false)
 	}
 	if stamped != nil {
-		*x.stamp = backend.Guard{Path: parent, Version: int64(stamped.version)}
+		x.stamp.Parent = backend.Guard{Path: parent, Version: int64(stamped.version)}
+		x.stamp.Known = true
 	}
 	return snap, kids, nil
 }
@@ -217,24 +224,63 @@ func (c *conn) CreateAndWatch(ctx context.Context, path string, data []byte, opt
 
 // CreateStamped implements backend.ParentStamps in one request, as
 // ZooKeeper's multi does. Under the root it returns backend.ErrNoStamp.
-func (c *conn) CreateStamped(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, backend.Guard, error) {
+// After a lost reply, a fixed-path ephemeral node owned by the session is
+// found as the ZooKeeper driver finds it, with its stamp unknown.
+func (c *conn) CreateStamped(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, backend.Stamp, error) {
 	if err := validate(path, data); err != nil {
-		return backend.Node{}, backend.Guard{}, err
+		return backend.Node{}, backend.Stamp{}, err
 	}
 	if parent, _ := backend.Split(path); parent == "/" {
-		return backend.Node{}, backend.Guard{}, wrap("create stamped", path, backend.ErrNoStamp)
+		return backend.Node{}, backend.Stamp{}, wrap("create stamped", path, backend.ErrNoStamp)
 	}
-	var g backend.Guard
-	n, _, err := c.create(ctx, "create stamped", path, data, opts, extras{stamp: &g})
+	st := backend.Stamp{Pin: backend.PinPath(path, c.id, c.pins.Add(1))}
+	n, _, err := c.create(ctx, "create stamped", path, data, opts, extras{stamp: &st})
+	if errors.Is(err, backend.ErrConnectionLoss) && opts.Ephemeral && !opts.Sequential && !opts.Protected {
+		if cur, gerr := c.Get(ctx, path); gerr == nil && cur.Owner == c.id {
+			return cur, backend.Stamp{Pin: st.Pin}, nil
+		}
+	}
 	if err != nil {
-		return backend.Node{}, backend.Guard{}, err
+		return backend.Node{}, backend.Stamp{}, err
 	}
-	return n, g, nil
+	return n, st, nil
 }
 
-// GuardedDelete implements backend.ParentStamps.
-func (c *conn) GuardedDelete(ctx context.Context, guards []backend.Guard, path string, version int64) error {
-	return c.delete(ctx, "guarded delete", guards, path, version)
+// DeleteStamped implements backend.ParentStamps.
+func (c *conn) DeleteStamped(ctx context.Context, path string, version int64, st backend.Stamp) error {
+	const op = "delete stamped"
+	if err := backend.ValidatePath(path); err != nil {
+		return err
+	}
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := c.begin(ctx, op, path); err != nil {
+		return err
+	}
+	var err error
+	pin := d.nodes[st.Pin]
+	switch {
+	case !st.Known:
+		err = fmt.Errorf("%w: the stamp is unknown", backend.ErrGuardFailed)
+	case pin == nil:
+		err = fmt.Errorf("%w: pin %s: %w", backend.ErrGuardFailed, st.Pin, backend.ErrNoNode)
+	default:
+		err = d.checkGuards([]backend.Guard{st.Parent})
+	}
+	if err == nil {
+		err = d.removable(path, version)
+	}
+	if err == nil {
+		d.remove(pin)
+		d.remove(d.nodes[path])
+	}
+	return c.reply(op, path, err)
+}
+
+// Unpin implements backend.ParentStamps.
+func (c *conn) Unpin(ctx context.Context, st backend.Stamp) error {
+	return backend.UnpinByDelete(ctx, c, st)
 }
 
 func (c *conn) Get(ctx context.Context, path string) (backend.Node, error) {
@@ -302,38 +348,21 @@ func (c *conn) GuardedSet(ctx context.Context, guards []backend.Guard, path stri
 }
 
 func (c *conn) Delete(ctx context.Context, path string, version int64) error {
-	return c.delete(ctx, "delete", nil, path, version)
-}
-
-func (c *conn) delete(ctx context.Context, op string, guards []backend.Guard, path string, version int64) error {
 	if err := backend.ValidatePath(path); err != nil {
 		return err
 	}
-	for _, g := range guards {
-		if err := backend.ValidatePath(g.Path); err != nil {
-			return err
-		}
-	}
+
 	d := c.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := c.begin(ctx, op, path); err != nil {
+	if err := c.begin(ctx, "delete", path); err != nil {
 		return err
 	}
-	n := d.nodes[path]
-	err := d.checkGuards(guards)
-	switch {
-	case err != nil:
-	case n == nil:
-		err = backend.ErrNoNode
-	case !versionOK(n, version):
-		err = backend.ErrBadVersion
-	case len(n.children) > 0:
-		err = backend.ErrNotEmpty
-	default:
-		d.remove(n)
+	err := d.removable(path, version)
+	if err == nil {
+		d.remove(d.nodes[path])
 	}
-	return c.reply(op, path, err)
+	return c.reply("delete", path, err)
 }
 
 var _ backend.ParentStamps = (*conn)(nil)

@@ -213,10 +213,12 @@ func (d *Driver) Expire(id string) error {
 }
 
 // FailNextReply makes the next write of the session (Create, CreateAndList,
-// Set, Delete, GuardedSet) lose its reply: the server applies it, whatever
-// its outcome, and the caller gets backend.ErrConnectionLoss. A protected
-// create recovers its node from the parent's listing, as the real drivers
-// do; any other create leaves its node behind. It fails if no open Conn has
+// CreateStamped, Set, Delete, DeleteStamped, GuardedSet) lose its reply:
+// the server applies it, whatever its outcome, and the caller gets
+// backend.ErrConnectionLoss. A protected create recovers its node from the
+// parent's listing, as the real drivers do, and so does a stamped create of
+// a fixed-path ephemeral node (by its owner, with the stamp unknown); any
+// other create leaves its node behind. It fails if no open Conn has
 // that id.
 func (d *Driver) FailNextReply(id string) error {
 	d.mu.Lock()

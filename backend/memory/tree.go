@@ -154,6 +154,21 @@ func (d *Driver) remove(n *node) {
 	}
 }
 
+// removable reports why the node at path cannot be deleted at version, or
+// nil.
+func (d *Driver) removable(path string, version int64) error {
+	n := d.nodes[path]
+	switch {
+	case n == nil:
+		return backend.ErrNoNode
+	case !versionOK(n, version):
+		return backend.ErrBadVersion
+	case len(n.children) > 0:
+		return backend.ErrNotEmpty
+	}
+	return nil
+}
+
 // set is the server side of Set.
 func (d *Driver) set(path string, data []byte, version int64) (*node, error) {
 	n := d.nodes[path]

@@ -28,10 +28,13 @@ type conn struct {
 
 	expired atomic.Bool // the session is gone: refuse every call
 	closing atomic.Bool // Close was called: refuse every call
-	// noParentStamp: a queue join could not write its parent (ACL), so
-	// sequential creates read their token instead (see createOnce).
+	// noParentStamp: a create could not write its parent (ACL), so queue
+	// joins read their token instead and CreateStamped returns ErrNoStamp
+	// (see createOnce).
 	noParentStamp atomic.Bool
-	noDial        atomic.Bool // the dialer refuses: no new TCP connection
+	// pins numbers the pins of stamped creates (backend.PinPath).
+	pins   atomic.Uint64
+	noDial atomic.Bool // the dialer refuses: no new TCP connection
 
 	dialCtx    context.Context // cancelled with noDial: aborts a dial in progress
 	dialCancel context.CancelFunc

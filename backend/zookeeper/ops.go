@@ -55,7 +55,9 @@ type createReq struct {
 	// stamp asks createOnce to write the parent in the create's multi
 	// (CreateStamped); stampVersion is the parent's version after it, and
 	// stamped reports that the create that succeeded carried the stamp.
+	// pin is the path of the pin a stamped create makes with the node.
 	stamp        bool
+	pin          string
 	stamped      bool
 	stampVersion int32
 }
@@ -91,38 +93,65 @@ func (c *conn) Create(ctx context.Context, path string, data []byte, opts backen
 	return c.readToken(ctx, op, n)
 }
 
-// CreateStamped implements backend.ParentStamps with one multi: the create
-// and a setData of the parent (no data, any version). Every op of a multi
-// shares one zxid, so the parent's mzxid in that setData's Stat is the new
-// node's czxid (its token) and the parent's version is the stamp: one round
-// trip, no read. The new node's version is 0. A parent the session may not
-// write makes this and every later CreateStamped of the Conn return
-// backend.ErrNoStamp (the failed multi created nothing), as does the root.
-func (c *conn) CreateStamped(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, backend.Guard, error) {
+// CreateStamped implements backend.ParentStamps with one multi: the create,
+// the create of the pin (ephemeral, see backend.PinPath) and a setData of
+// the parent (no data, any version). Every op of a multi shares one zxid,
+// so the parent's mzxid in that setData's Stat is the new node's czxid (its
+// token) and the parent's version is the stamp: one round trip, no read.
+// The new node's version is 0. A parent the session may not write makes
+// this and every later CreateStamped of the Conn return backend.ErrNoStamp
+// (the failed multi created nothing), as does the root.
+func (c *conn) CreateStamped(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, backend.Stamp, error) {
 	const op = "create stamped"
 	n, r, err := c.create(ctx, op, path, data, opts, stampOnly)
 	if err != nil {
-		return backend.Node{}, backend.Guard{}, err
+		return backend.Node{}, backend.Stamp{}, err
 	}
 	if !r.haveStat {
-		n, err = c.readToken(ctx, op, n)
+		if n, err = c.readToken(ctx, op, n); err != nil {
+			c.unpinLater(r.pin)
+			return backend.Node{}, backend.Stamp{}, err
+		}
 	}
-	if err != nil || !r.stamped {
-		// Found after a lost reply: the stamp is unknown.
-		return n, backend.Guard{}, err
-	}
-	return n, backend.Guard{Path: r.parent, Version: int64(r.stampVersion)}, nil
+	st := backend.Stamp{Pin: r.pin}
+	if r.stamped {
+		st.Parent, st.Known = backend.Guard{Path: r.parent, Version: int64(r.stampVersion)}, true
+	} // else found after a lost reply: the stamp is unknown
+	return n, st, nil
 }
 
-// GuardedDelete implements backend.ParentStamps with one multi: a check op
-// per guard (see GuardedSet), then the delete.
-func (c *conn) GuardedDelete(ctx context.Context, guards []backend.Guard, path string, version int64) error {
-	const op = "guarded delete"
-	if err := c.pre(ctx, op, guardedPaths(guards, path)...); err != nil {
+// DeleteStamped implements backend.ParentStamps with one multi: check the
+// parent's version, delete the pin, delete the node.
+func (c *conn) DeleteStamped(ctx context.Context, path string, version int64, st backend.Stamp) error {
+	const op = "delete stamped"
+	if err := c.pre(ctx, op, path); err != nil {
 		return err
 	}
-	_, err := c.guarded(ctx, op, guards, path, &zk.DeleteRequest{Path: path, Version: zkVersion(version)})
+	if !st.Known || st.Pin == "" {
+		return fmt.Errorf("zookeeper: %s %s: %w: the stamp is unknown", op, path, backend.ErrGuardFailed)
+	}
+	_, err := c.guarded(ctx, op, path,
+		[]any{
+			&zk.CheckVersionRequest{Path: st.Parent.Path, Version: zkVersion(st.Parent.Version)},
+			&zk.DeleteRequest{Path: st.Pin, Version: -1},
+		},
+		[]string{st.Parent.Path, st.Pin},
+		&zk.DeleteRequest{Path: path, Version: zkVersion(version)})
 	return err
+}
+
+// Unpin implements backend.ParentStamps.
+func (c *conn) Unpin(ctx context.Context, st backend.Stamp) error {
+	return backend.UnpinByDelete(ctx, c, st)
+}
+
+// unpinLater deletes pin, if not "", in the background: the pin of a node
+// this Conn created but could not return.
+func (c *conn) unpinLater(pin string) {
+	if pin == "" || c.usable() != nil {
+		return
+	}
+	c.goTracked(func() { _ = c.zk.Delete(pin, -1) })
 }
 
 // readToken reads the Stat of n, a node this Conn has just created whose
@@ -304,6 +333,9 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 		r.name = r.prefix + name
 	}
 	r.full = joinPath(parent, r.name)
+	if r.stamp {
+		r.pin = backend.PinPath(r.full, c.SessionID(), c.pins.Add(1))
+	}
 	if opts.Ephemeral {
 		r.flags |= zk.FlagEphemeral
 	}
@@ -436,6 +468,12 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 			err error
 		)
 		switch {
+		case stampParent && r.stamp:
+			out.res, err = z.Multi(
+				&zk.CreateRequest{Path: r.full, Data: r.data, Acl: worldACL, Flags: r.flags},
+				&zk.CreateRequest{Path: r.pin, Data: nil, Acl: worldACL, Flags: zk.FlagEphemeral},
+				&zk.SetDataRequest{Path: r.parent, Data: nil, Version: -1},
+			)
 		case stampParent:
 			out.res, err = z.Multi(
 				&zk.CreateRequest{Path: r.full, Data: r.data, Acl: worldACL, Flags: r.flags},
@@ -471,7 +509,7 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 			c.abandonedCreate(r, out.path, 0, err)
 		}
 	})
-	if stampParent && errors.Is(err, zk.ErrNoAuth) && len(out.res) == 2 && errors.Is(out.res[1].Error, zk.ErrNoAuth) {
+	if stampParent && errors.Is(err, zk.ErrNoAuth) && len(out.res) >= 2 && errors.Is(out.res[len(out.res)-1].Error, zk.ErrNoAuth) {
 		// Not allowed to write the parent: create without the stamp, now
 		// and from now on (a CreateStamped returns ErrNoStamp: nothing was
 		// created, the multi failed as a whole).
@@ -489,7 +527,7 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 		r.pipelined, r.listed = out.exists, out.listed
 		return nodeOf(r.full, clone(r.data), out.res[1].Stat), true, nil
 	case stampParent:
-		if len(out.res) != 2 || out.res[0].String == "" || out.res[1].Stat == nil {
+		if len(out.res) < 2 || out.res[0].String == "" || out.res[len(out.res)-1].Stat == nil {
 			return backend.Node{}, false, fmt.Errorf("unexpected multi response (%d results): %w", len(out.res), zk.ErrAPIError)
 		}
 		out.path = out.res[0].String
@@ -507,10 +545,10 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 		n.Owner = c.SessionID()
 	}
 	if stampParent {
-		r.pipelined = out.exists
-		r.stamped, r.stampVersion = true, out.res[1].Stat.Version
-		n.Token = out.res[1].Stat.Mzxid // the multi's zxid: the new node's czxid
-		return n, true, nil             // a new node's version is 0
+		st := out.res[len(out.res)-1].Stat
+		r.stamped, r.stampVersion = r.stamp, st.Version
+		n.Token = st.Mzxid  // the multi's zxid: the new node's czxid
+		return n, true, nil // a new node's version is 0
 	}
 	return n, false, nil
 }
@@ -523,6 +561,9 @@ func (c *conn) abandonedCreate(r *createReq, path string, version int32, err err
 	switch {
 	case err == nil && path != "":
 		_ = c.zk.Delete(path, version)
+		if r.pin != "" {
+			_ = c.zk.Delete(r.pin, -1)
+		}
 	case c.isConnLoss(err) && r.recoverable():
 		c.cleanupPending(r)
 	}
@@ -540,6 +581,9 @@ func (c *conn) cleanupPending(r *createReq) {
 		if err == nil {
 			if found {
 				_ = c.zk.Delete(n.Path, zkVersion(n.Version))
+			}
+			if r.pin != "" {
+				_ = c.zk.Delete(r.pin, -1)
 			}
 			return
 		}
@@ -745,7 +789,11 @@ func (c *conn) GuardedSet(ctx context.Context, guards []backend.Guard, path stri
 		return backend.Node{}, fmt.Errorf("zookeeper: %s %s: %w", op, path, err)
 	}
 	data = clone(data)
-	res, err := c.guarded(ctx, op, guards, path, &zk.SetDataRequest{Path: path, Data: data, Version: zkVersion(version)})
+	checks := make([]any, 0, len(guards))
+	for _, g := range guards {
+		checks = append(checks, &zk.CheckVersionRequest{Path: g.Path, Version: zkVersion(g.Version)})
+	}
+	res, err := c.guarded(ctx, op, path, checks, guardedPaths(guards, path), &zk.SetDataRequest{Path: path, Data: data, Version: zkVersion(version)})
 	if err != nil {
 		return backend.Node{}, err
 	}
@@ -764,20 +812,17 @@ func guardedPaths(guards []backend.Guard, path string) []string {
 	return append(paths, path)
 }
 
-// guarded sends one multi: a check op per guard (see GuardedSet), then
-// write, an op on path. It returns the multi's results, one per op.
-func (c *conn) guarded(ctx context.Context, op string, guards []backend.Guard, path string, write any) ([]zk.MultiResponse, error) {
-	ops := make([]any, 0, len(guards)+1)
-	for _, g := range guards {
-		ops = append(ops, &zk.CheckVersionRequest{Path: g.Path, Version: zkVersion(g.Version)})
-	}
-	ops = append(ops, write)
+// guarded sends one multi: the checks (ops whose failure means a guard
+// failed, on checkPaths[i]), then write, an op on path. It returns the
+// multi's results, one per op.
+func (c *conn) guarded(ctx context.Context, op, path string, checks []any, checkPaths []string, write any) ([]zk.MultiResponse, error) {
+	ops := append(checks[:len(checks):len(checks)], write)
 	res, err := do(ctx, c, func(z *zk.Conn) ([]zk.MultiResponse, error) {
 		return z.Multi(ops...)
 	}, nil)
 	switch {
 	case err != nil:
-		return nil, c.multiErr(op, path, guards, res, err)
+		return nil, c.multiErr(op, path, checkPaths[:len(checks)], res, err)
 	case len(res) != len(ops):
 		return nil, c.wrap(op, path, fmt.Errorf("unexpected multi response (%d results): %w", len(res), zk.ErrAPIError))
 	}
@@ -785,8 +830,8 @@ func (c *conn) guarded(ctx context.Context, op string, guards []backend.Guard, p
 }
 
 // multiErr maps the failure of a guarded multi: backend.ErrGuardFailed if
-// a check failed, else the write's error.
-func (c *conn) multiErr(op, path string, guards []backend.Guard, res []zk.MultiResponse, err error) error {
+// a check (on checkPaths[i]) failed, else the write's error.
+func (c *conn) multiErr(op, path string, checkPaths []string, res []zk.MultiResponse, err error) error {
 	// The server reports, per op, ok for the ops before the one that
 	// failed, its error, and "runtime inconsistency" for the ops after.
 	failed := -1
@@ -797,9 +842,9 @@ func (c *conn) multiErr(op, path string, guards []backend.Guard, res []zk.MultiR
 			break
 		}
 	}
-	if failed >= 0 && failed < len(guards) {
+	if failed >= 0 && failed < len(checkPaths) {
 		return fmt.Errorf("zookeeper: %s %s: %w: guard on %s: %w", op, path,
-			backend.ErrGuardFailed, guards[failed].Path, c.wrap("check", guards[failed].Path, err))
+			backend.ErrGuardFailed, checkPaths[failed], c.wrap("check", checkPaths[failed], err))
 	}
 	return c.wrap(op, path, err)
 }

@@ -4,28 +4,24 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/locktest"
+	"github.com/coordkit/coordkit/session"
 )
 
-// TestStaleUnlockKeepsNewOwner: an operator deletes A's owner node, B
-// takes the lock (a new owner node at the same path, with the same data
-// version on ZooKeeper-like backends), then A unlocks. A's Unlock must not
-// delete B's node: a third process would otherwise get the lock while B
-// holds it.
-func TestStaleUnlockKeepsNewOwner(t *testing.T) {
-	w := newWorld(t)
+// staleUnlock: A holds; tamper does an operator's damage; B takes the lock
+// (a new owner node at the same path, with the same data version on
+// ZooKeeper-like backends), then A unlocks. A's Unlock must not delete B's
+// node: a third process would otherwise get the lock while B holds it.
+func staleUnlock(t *testing.T, w *world, sA *session.Session, tamper func(ctx context.Context)) {
+	t.Helper()
 	ctx := context.Background()
-	mA, mB, mC := w.mutex(w.session()), w.mutex(w.session()), w.mutex(w.session())
+	mA, mB, mC := w.mutex(sA), w.mutex(w.session()), w.mutex(w.session())
 	gA := lock(t, mA)
-	n, ok := w.owner()
-	if !ok {
-		t.Fatal("no owner node")
-	}
-	if err := w.obs.Delete(ctx, n.Path, backend.AnyVersion); err != nil {
-		t.Fatal(err)
-	}
+	tamper(ctx)
 	gB, err := mB.TryLock(ctx)
 	if err != nil {
 		t.Fatalf("B's TryLock after the operator's delete: %v", err)
@@ -47,4 +43,96 @@ func TestStaleUnlockKeepsNewOwner(t *testing.T) {
 	}
 	unlock(t, gB)
 	w.empty()
+}
+
+// deleteOwner is the operator deleting the owner node only.
+func (w *world) deleteOwner(ctx context.Context) {
+	w.T.Helper()
+	n, ok := w.owner()
+	if !ok {
+		w.T.Fatal("no owner node")
+	}
+	if err := w.obs.Delete(ctx, n.Path, backend.AnyVersion); err != nil {
+		w.T.Fatal(err)
+	}
+}
+
+// TestStaleUnlockKeepsNewOwner: the operator deletes A's owner node (A's
+// pin keeps the lock's directory): B's stamped create moves the
+// directory's version, and A's stamped delete is refused.
+func TestStaleUnlockKeepsNewOwner(t *testing.T) {
+	w := newWorld(t)
+	staleUnlock(t, w, w.session(), w.deleteOwner)
+}
+
+// TestStaleUnlockAfterDeleteAll: the operator deletes everything under the
+// lock's path, pin included, so the lock's directory goes and is made again
+// by B's acquisition: its version starts over, and B's stamp may equal A's.
+// The pin A's release checks is gone, so its stamped delete is refused.
+func TestStaleUnlockAfterDeleteAll(t *testing.T) {
+	w := newWorld(t)
+	staleUnlock(t, w, w.session(), func(ctx context.Context) {
+		for _, n := range w.Children(lockPath) {
+			if err := w.obs.Delete(ctx, n.Path, backend.AnyVersion); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := w.obs.Get(ctx, lockPath); !errors.Is(err, backend.ErrNoNode) {
+			t.Fatalf("the emptied lock directory is still there (%v): the test needs it made again", err)
+		}
+	})
+}
+
+// TestLostStampedCreateReply: the reply of the stamped create is lost; the
+// node is found by its owner with its stamp unknown. The lock is held all
+// the same, and its release reads before it deletes (a stamped delete
+// cannot be used) and removes the pin: nothing is left.
+func TestLostStampedCreateReply(t *testing.T) {
+	w := newWorld(t)
+	s := w.session()
+	m := w.mutex(s)
+	unlock(t, lock(t, m)) // the lock's directory exists from now on
+	if err := w.Drv.FailNextReply(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	g := lock(t, m)
+	if n, ok := w.owner(); !ok || n.Token != g.Token() {
+		t.Fatalf("owner node %+v (exists %v), token %d", n, ok, g.Token())
+	}
+	before := w.Drv.SessionStats(s.ID())
+	unlock(t, g)
+	if got := w.Drv.SessionStats(s.ID()).Requests - before.Requests; got != 3 {
+		t.Errorf("the release cost %d requests, want 3 (read, delete, unpin)", got)
+	}
+	w.empty()
+}
+
+// unstampedDriver opens Conns without backend.ParentStamps: the mutex then
+// falls back to a watch armed with its create (as on a ZooKeeper lock
+// directory the session may not write).
+type unstampedDriver struct{ backend.Driver }
+
+func (d unstampedDriver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, error) {
+	c, err := d.Driver.Open(ctx, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ backend.Conn }{c}, nil
+}
+
+// TestUnstampedRelease: without stamps, an uncontended cycle is the create
+// with its watch and a delete by version while the watch is silent (2
+// requests), and a stale Unlock still leaves a newer owner node alone (the
+// watch fired: the release reads first).
+func TestUnstampedRelease(t *testing.T) {
+	w := newWorld(t)
+	sA := locktest.OpenSession(t, unstampedDriver{w.Drv}, session.WithTTL(10*time.Second))
+	mA := w.mutex(sA)
+	unlock(t, lock(t, mA))
+	before := w.Drv.SessionStats(sA.ID())
+	unlock(t, lock(t, mA))
+	if got := w.Drv.SessionStats(sA.ID()).Requests - before.Requests; got != 2 {
+		t.Errorf("uncontended Lock+Unlock without stamps cost %d requests, want 2 (create and watch, delete)", got)
+	}
+	staleUnlock(t, w, sA, w.deleteOwner)
 }

@@ -77,7 +77,8 @@ func (w *world) queued() []backend.Node {
 	return w.Children(lockPath + "/" + mutex.QueueName)
 }
 
-// empty fails the test if anything is left below the lock's path.
+// empty fails the test if anything is left below the lock's path (the
+// owner node, queue nodes, the pin of a stamped create).
 func (w *world) empty() {
 	w.T.Helper()
 	if n, ok := w.owner(); ok {
@@ -85,6 +86,9 @@ func (w *world) empty() {
 	}
 	if q := w.queued(); len(q) > 0 {
 		w.T.Fatalf("queue nodes left behind: %v", names(q))
+	}
+	if left := w.Children(lockPath); len(left) > 0 {
+		w.T.Fatalf("nodes left behind under %s: %v", lockPath, names(left))
 	}
 }
 
@@ -229,14 +233,14 @@ func TestUncontendedCost(t *testing.T) {
 	}
 	unlock(t, g)
 	after := w.Drv.SessionStats(s.ID())
-	// Create and watch, then delete: the memory backend's versions, like
-	// ZooKeeper's, restart with every create, so the create also arms a
-	// watch on the owner node (one request, as ZooKeeper pipelines it), and
-	// while that watch is silent the release deletes by version without a
-	// read (on etcd: create, delete). The hold's own watch of the node is
-	// armed only when Done, Err or Context is called.
+	// A stamped create, then a stamped delete: the memory backend's
+	// versions, like ZooKeeper's, restart with every create, so the create
+	// stamps P and pins it (backend.ParentStamps, one request, as on
+	// ZooKeeper), and the release deletes the pin and the node under that
+	// stamp, with no read (on etcd: create, delete). The hold's own watch of
+	// the node is armed only when Done, Err or Context is called.
 	if got := after.Requests - before.Requests; got != 2 {
-		t.Errorf("uncontended Lock+Unlock cost %d requests, want 2 (create and watch, delete)", got)
+		t.Errorf("uncontended Lock+Unlock cost %d requests, want 2 (stamped create, stamped delete)", got)
 	}
 	if after.Watches != 0 {
 		t.Errorf("%d watches left after an uncontended cycle", after.Watches)
@@ -246,15 +250,16 @@ func TestUncontendedCost(t *testing.T) {
 	if g.Err() != nil { // arms the watch
 		t.Fatalf("fresh guard: %v", g.Err())
 	}
-	waitFor(t, "the hold's watch", func() bool { return w.Drv.SessionStats(s.ID()).Watches == 2 })
+	waitFor(t, "the hold's watch", func() bool { return w.Drv.SessionStats(s.ID()).Watches == 1 })
 	unlock(t, g)
 	waitFor(t, "the watches to go", func() bool { return w.Drv.SessionStats(s.ID()).Watches == 0 })
 	if got := w.Drv.SessionStats(s.ID()).Requests - before.Requests; got != 3 {
-		t.Errorf("a cycle that asked for Err cost %d requests, want 3 (create and watch, the hold's watch, delete)", got)
+		t.Errorf("a cycle that asked for Err cost %d requests, want 3 (stamped create, the hold's watch, stamped delete)", got)
 	}
 
 	// Once the node has changed under the holder (a waiter's mark, say),
-	// its watch has fired and the release reads before it deletes.
+	// the stamped delete by version is refused; the stamp still holds, so
+	// the node is ours and goes at any version, with no read.
 	g = lock(t, m)
 	n, _ := w.owner()
 	if _, err := w.obs.Set(context.Background(), n.Path, []byte("changed"), n.Version); err != nil {
@@ -263,7 +268,7 @@ func TestUncontendedCost(t *testing.T) {
 	before = w.Drv.SessionStats(s.ID())
 	unlock(t, g)
 	if got := w.Drv.SessionStats(s.ID()).Requests - before.Requests; got != 2 {
-		t.Errorf("the release of a changed owner node cost %d requests, want 2 (read, delete)", got)
+		t.Errorf("the release of a changed owner node cost %d requests, want 2 (stamped delete refused, stamped delete)", got)
 	}
 	w.empty()
 }

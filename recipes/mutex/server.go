@@ -21,14 +21,37 @@ import (
 // package documentation). Every function here runs on a helper goroutine of
 // the path's loop.
 
+// proof is what a release has, besides the node, to tell that P/owner is
+// still the node this process created, where versions do not say so
+// (ZooKeeper): the stamp of its create (backend.ParentStamps), or, where P
+// cannot be stamped, the watch armed with the create. Neither where
+// versions identify incarnations (etcd).
+type proof struct {
+	// stamp, if its Pin is set, is the stamp of our create. Every create of
+	// P/owner stamps P, so while the stamp holds nobody else has created
+	// P/owner since ours. Its pin must be deleted with the node.
+	stamp backend.Stamp
+	// watch, if not nil, was armed on P/owner with its create: while it has
+	// not fired, the node is still ours and unchanged.
+	watch *backend.Watch
+}
+
+// none reports whether the proof proves nothing: a release must read first.
+func (p proof) none() bool {
+	return !p.stamp.Known && (p.watch == nil || p.watch.Fired())
+}
+
+func (p proof) stop() {
+	if p.watch != nil {
+		p.watch.Stop()
+	}
+}
+
 // acquisition is one hold of P/owner by this process.
 type acquisition struct {
-	node backend.Node // P/owner as created: Token, Version
-	hold *hold.Hold
-	// watch, where versions do not identify incarnations (ZooKeeper), is
-	// the watch armed on P/owner with its create: while it has not fired,
-	// the node is still ours and unchanged (see removeOwner).
-	watch *backend.Watch
+	node  backend.Node // P/owner as created: Token, Version
+	hold  *hold.Hold
+	proof proof // for the release (see removeOwner)
 	// tail is closed once the queue node the acquisition used is gone
 	// (nil if it did not queue).
 	tail chan struct{}
@@ -44,19 +67,28 @@ type server struct {
 	// exact: the backend's versions identify incarnations (etcd), so a
 	// delete by version never touches a newer owner node.
 	exact bool
-	log   *zap.Logger
-	spawn func(func()) // runs a goroutine the loop waits for
-	spec  *waitq.Spec
+	// stamps, where not exact and the Conn has them, stamps P with every
+	// create of P/owner (see proof).
+	stamps backend.ParentStamps
+	log    *zap.Logger
+	spawn  func(func()) // runs a goroutine the loop waits for
+	spec   *waitq.Spec
 }
 
 func newServer(s *session.Session, path string, log *zap.Logger) *server {
 	queue := backend.Join(path, QueueName)
+	exact := versionsIdentifyIncarnations(s.Conn())
+	var stamps backend.ParentStamps
+	if !exact {
+		stamps, _ = s.Conn().(backend.ParentStamps)
+	}
 	return &server{
-		sess:  s,
-		conn:  s.Conn(),
-		owner: backend.Join(path, OwnerName),
-		exact: versionsIdentifyIncarnations(s.Conn()),
-		log:   log,
+		sess:   s,
+		conn:   s.Conn(),
+		owner:  backend.Join(path, OwnerName),
+		exact:  exact,
+		stamps: stamps,
+		log:    log,
 		spec: &waitq.Spec{
 			Dir:    queue,
 			Name:   WaiterName,
@@ -91,10 +123,10 @@ func (s *server) acquire(ctx context.Context, try, queue bool) (*acquisition, er
 			if err != nil {
 				return nil, err
 			}
-			n, w, err := s.createOwner(dctx)
+			n, p, err := s.createOwner(dctx)
 			switch {
 			case err == nil:
-				if a := s.granted(epoch, n, w); a != nil {
+				if a := s.granted(epoch, n, p); a != nil {
 					return a, nil
 				}
 				if try {
@@ -172,10 +204,10 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 		}
 		if !exists {
 			w.Stop()
-			n, w, err := s.createOwner(context.WithoutCancel(ctx))
+			n, p, err := s.createOwner(context.WithoutCancel(ctx))
 			switch {
 			case err == nil:
-				if a := s.granted(epoch, n, w); a != nil {
+				if a := s.granted(epoch, n, p); a != nil {
 					return a, nil
 				}
 			case errors.Is(err, backend.ErrNodeExists):
@@ -191,7 +223,7 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 			// this process holds nothing now (its acquisitions are
 			// serialised), so it can go.
 			w.Stop()
-			if err := s.deleteIncarnation(ctx, n, nil, nil); err != nil {
+			if err := s.deleteIncarnation(ctx, n, proof{}, nil); err != nil {
 				if err := s.retry(ctx, err, backoff); err != nil {
 					return nil, err
 				}
@@ -225,34 +257,41 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 	}
 }
 
-// createOwner creates P/owner. Where versions do not identify incarnations
-// (ZooKeeper) it also arms a watch on the new node, pipelined with the
-// create (backend.Conn.CreateAndWatch), for the release.
-func (s *server) createOwner(ctx context.Context) (backend.Node, *backend.Watch, error) {
+// createOwner creates P/owner, with the proof its release will use (see
+// proof): where versions do not identify incarnations (ZooKeeper) the
+// create stamps P in the same transaction (backend.ParentStamps), or, where
+// P cannot be stamped, arms a watch on the new node pipelined with the
+// create (backend.Conn.CreateAndWatch).
+func (s *server) createOwner(ctx context.Context) (backend.Node, proof, error) {
 	if s.exact {
 		n, err := s.conn.Create(ctx, s.owner, nil, ephemeral)
-		return n, nil, err
+		return n, proof{}, err
 	}
-	return s.conn.CreateAndWatch(ctx, s.owner, nil, ephemeral)
+	if s.stamps != nil {
+		n, st, err := s.stamps.CreateStamped(ctx, s.owner, nil, ephemeral)
+		if !errors.Is(err, backend.ErrNoStamp) {
+			return n, proof{stamp: st}, err
+		}
+	}
+	n, w, err := s.conn.CreateAndWatch(ctx, s.owner, nil, ephemeral)
+	return n, proof{watch: w}, err
 }
 
 // granted turns a created owner node into an acquisition, unless the hold
 // epoch taken before the create has ended since: then the node is deleted
 // and granted returns nil.
-func (s *server) granted(epoch context.Context, n backend.Node, w *backend.Watch) *acquisition {
+func (s *server) granted(epoch context.Context, n backend.Node, p proof) *acquisition {
 	if epoch.Err() == nil {
 		s.log.Debug("acquired", zap.Int64("token", n.Token))
-		return &acquisition{node: n, watch: w, hold: hold.Start(s.sess, epoch, n, n.Token)}
+		return &acquisition{node: n, proof: p, hold: hold.Start(s.sess, epoch, n, n.Token)}
 	}
 	// Suspended (or worse) since: undo the create. If the delete fails,
 	// the node goes with the session, or the next acquisition finds it
 	// (its owner is this session) and deletes it.
 	ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
 	defer cancel()
-	_ = s.deleteIncarnation(ctx, n, w, nil)
-	if w != nil {
-		w.Stop()
-	}
+	_ = s.deleteIncarnation(ctx, n, p, nil)
+	p.stop()
 	return nil
 }
 
@@ -278,10 +317,8 @@ func (s *server) release(a *acquisition) (contended bool, err error) {
 	// Every Guard of the acquisition has ended with its own cause already.
 	a.hold.End(recipes.ErrReleased)
 	contended = a.flagged
-	err = s.removeOwner(a.node, a.watch, &contended)
-	if a.watch != nil {
-		a.watch.Stop()
-	}
+	err = s.removeOwner(a.node, a.proof, &contended)
+	a.proof.stop()
 	if a.tail != nil {
 		<-a.tail
 	}
@@ -291,16 +328,16 @@ func (s *server) release(a *acquisition) (contended bool, err error) {
 
 // removeOwner deletes exactly the incarnation n of the owner node, retrying
 // after connection losses until it is done or the session ends (the server
-// then deletes it). w is the watch armed with its create, if any. It sets
-// *marked if it found the node marked.
-func (s *server) removeOwner(n backend.Node, w *backend.Watch, marked *bool) error {
+// then deletes it). p is the proof of its create. It sets *marked if it
+// found the node marked.
+func (s *server) removeOwner(n backend.Node, p proof, marked *bool) error {
 	var backoff time.Duration
 	for {
 		if s.sess.Err() != nil {
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
-		err := s.deleteIncarnation(ctx, n, w, marked)
+		err := s.deleteIncarnation(ctx, n, p, marked)
 		cancel()
 		switch {
 		case err == nil, s.sess.Err() != nil, sessionEnded(err):
@@ -318,27 +355,41 @@ func (s *server) removeOwner(n backend.Node, w *backend.Watch, marked *bool) err
 }
 
 // deleteIncarnation deletes exactly the incarnation n of an owner node
-// (deleteOwnerIncarnation), and sets *marked (if not nil) when a waiter had
-// marked it.
+// (deleteOwnerIncarnation), and the pin of its stamp if any, and sets
+// *marked (if not nil) when a waiter had marked it.
 //
 // Where the backend's versions identify an incarnation (etcd: the mod
 // revision is unique cluster-wide) the delete by n's version comes first:
 // one round trip. On ZooKeeper every P/owner starts at the same data
-// version, so a delete by version could remove a newer owner node of another
-// process if ours was deleted by someone else (an operator) meanwhile. There
-// the watch w armed with the create (pipelined with it, so it cost no round
-// trip) says whether our node is still there and unchanged: while it has not
-// fired, the delete by version comes first, one round trip again. Once it
-// has fired (our node was marked, changed, deleted, or the watch could not
-// be armed), or without a watch, the release reads P/owner first and
-// deletes it only if its czxid is our token, by the version it read.
+// version, so a delete by version alone could remove a newer owner node of
+// another process if ours was deleted by someone else (an operator)
+// meanwhile. There the proof p of our create decides (see proof):
+//   - with a stamp, the delete is stamped (backend.ParentStamps: one multi
+//     that checks P's version and deletes the pin and P/owner), one round
+//     trip. It deletes nothing if anyone created P/owner since ours, and
+//     the release then reads;
+//   - with a watch armed at the create that has not fired, the delete by
+//     version comes first, one round trip;
+//   - otherwise (the watch fired: our node was marked, changed or deleted,
+//     or the stamp is unknown after a lost reply), the release reads
+//     P/owner first and deletes it only if its czxid is our token, by the
+//     version it read (stamped, while the stamp holds).
 //
-// Either way one window is left, about a round trip long: an operator
-// deletes our node and another process creates a new one just before our
-// delete, before the watch's notification (or after our read) reaches us.
-func (s *server) deleteIncarnation(ctx context.Context, n backend.Node, w *backend.Watch, marked *bool) error {
-	readFirst := !s.exact && (w == nil || w.Fired())
-	return deleteOwnerIncarnation(ctx, s.conn, n, readFirst, marked)
+// A stamped delete is exact. Without a stamp one window is left, about a
+// round trip long: an operator deletes our node and another process creates
+// a new one just before our delete, before the watch's notification (or
+// after our read) reaches us.
+func (s *server) deleteIncarnation(ctx context.Context, n backend.Node, p proof, marked *bool) error {
+	readFirst := !s.exact && p.none()
+	var stamp *backend.Stamp
+	if s.stamps != nil && p.stamp.Known {
+		stamp = &p.stamp
+	}
+	unpinned, err := deleteOwnerIncarnation(ctx, s.conn, n, stamp, readFirst, marked)
+	if err == nil && !unpinned && p.stamp.Pin != "" {
+		err = s.stamps.Unpin(ctx, p.stamp)
+	}
+	return err
 }
 
 // deleteOwnerIncarnation deletes n if the node at n.Path is still that
@@ -349,10 +400,13 @@ func (s *server) deleteIncarnation(ctx context.Context, n backend.Node, w *backe
 // first delete too: for a fixed path on a backend whose versions restart
 // with every create (ZooKeeper; see backend.IncarnationVersions), where a
 // delete by n's version could remove a newer node created at the path after
-// n was deleted by someone else. changed, if not nil, is set when the
-// node's version had moved on since n. It gives up after a few writes that
-// keep racing it, returning backend.ErrBadVersion.
-func deleteOwnerIncarnation(ctx context.Context, c backend.Conn, n backend.Node, readFirst bool, changed *bool) error {
+// n was deleted by someone else. With stamp (c is then a
+// backend.ParentStamps) every delete is stamped; once the stamp fails the
+// node is read and compared first, and deleted by version alone. unpinned
+// reports that a stamped delete removed the stamp's pin. changed, if not
+// nil, is set when the node's version had moved on since n. It gives up
+// after a few writes that keep racing it, returning the last error.
+func deleteOwnerIncarnation(ctx context.Context, c backend.Conn, n backend.Node, stamp *backend.Stamp, readFirst bool, changed *bool) (unpinned bool, err error) {
 	version := n.Version
 	read := readFirst
 	for attempt := 0; ; attempt++ {
@@ -360,26 +414,46 @@ func deleteOwnerIncarnation(ctx context.Context, c backend.Conn, n backend.Node,
 			cur, err := c.Get(ctx, n.Path)
 			switch {
 			case errors.Is(err, backend.ErrNoNode):
-				return nil
+				return false, nil
 			case err != nil:
-				return err
+				return false, err
 			case cur.Token != n.Token:
-				return nil // replaced: ours is gone
+				return false, nil // replaced: ours is gone
 			}
 			if changed != nil && cur.Version != n.Version {
 				*changed = true
 			}
 			version = cur.Version
 		}
-		err := c.Delete(ctx, n.Path, version)
-		switch {
-		case err == nil, errors.Is(err, backend.ErrNoNode):
-			return nil
-		case !errors.Is(err, backend.ErrBadVersion) || attempt >= 3:
-			return err
+		if stamp != nil {
+			err = c.(backend.ParentStamps).DeleteStamped(ctx, n.Path, version, *stamp)
+		} else {
+			err = c.Delete(ctx, n.Path, version)
 		}
-		if changed != nil {
-			*changed = true
+		switch {
+		case err == nil:
+			return stamp != nil, nil
+		case errors.Is(err, backend.ErrGuardFailed):
+			// Somebody created P/owner since ours, or P or our pin is
+			// gone: only a read can tell whether the node is ours.
+			stamp = nil
+		case errors.Is(err, backend.ErrNoNode):
+			return false, nil
+		case !errors.Is(err, backend.ErrBadVersion):
+			return false, err
+		default:
+			if changed != nil {
+				*changed = true
+			}
+			if stamp != nil && attempt < 3 {
+				// The stamp holds, so the node is still ours: only its
+				// data changed (a waiter's mark). No read needed.
+				version = backend.AnyVersion
+				continue
+			}
+		}
+		if attempt >= 3 {
+			return false, err
 		}
 		read = true
 	}
