@@ -22,8 +22,9 @@ func WithClock(c clock.Clock) Option { return func(d *Driver) { d.clock = c } }
 // Stats counts what the server did, for one session or the whole Driver.
 type Stats struct {
 	// Requests counts calls that reached the server: one per Conn call
-	// (CreateAndList and CreateAndWatch are one), plus the Children and Get that a protected
-	// create makes to find its node after a lost reply. Calls refused
+	// (CreateAndList, CreateAndWatch and CreateStamped are one), plus the
+	// Children and Get that a protected create makes to find its node after
+	// a lost reply (and the Get of a stamped create). Calls refused
 	// before the server (invalid input, done ctx, disconnected, closed) do
 	// not count.
 	Requests int64

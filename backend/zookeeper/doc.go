@@ -81,6 +81,15 @@
 //     node. CreateAndWatch sends an ExistsW behind the create the same way.
 //     Each checks the read it got (the listing holds the node; the ExistsW
 //     saw its czxid) and reads again in the rare case it did not.
+//   - CreateStamped (backend.ParentStamps) is one multi: the create (with
+//     its data: the node has Version 0), the create of its pin (an ephemeral
+//     sibling named by backend.PinPath) and an empty setData of the parent,
+//     whose Stat gives the token (mzxid) and the stamp (the parent's
+//     version). DeleteStamped is one multi: check the parent's version,
+//     delete the pin, delete the node; a failed check or a missing pin is
+//     backend.ErrGuardFailed. A parent the session may not write (NoAuth on
+//     the setData, nothing created) makes CreateStamped return
+//     backend.ErrNoStamp from then on, and queue joins read their token.
 //   - Missing parents are created as container nodes (the server deletes a
 //     container once it has had children and is empty again, which also
 //     resets its sequence counter). Create retries, a bounded number of

@@ -36,30 +36,42 @@
 //	                                      holding session. Empty data while
 //	                                      nobody else waits; "contended" once
 //	                                      the first waiting process has marked it.
+//	P/owner-pin-<session>-<n>             ZooKeeper only: the holder's pin, an
+//	                                      ephemeral node created and deleted
+//	                                      with P/owner (see below)
 //	P/queue/_c_<uuid36>-waiter-<seq>      one ephemeral, sequential, protected
 //	                                      node per waiting process (ZooKeeper
 //	                                      sequence number; on etcd the driver's
 //	                                      suffix, ordered by create revision)
 //
-// Uncontended, an acquisition is one create of P/owner (on ZooKeeper one
-// multi of create+setData, which returns the czxid) and the release is one
-// delete: two round trips in all, one fewer than Curator's InterProcessMutex
-// (create, getChildren, delete). On etcd the delete is conditional on the
-// mod revision, which no other incarnation of P/owner can have. On
-// ZooKeeper every P/owner starts at the same data version, so a delete by
-// version could remove a newer owner node of another process if an operator
-// deleted ours; there the create also arms a watch on P/owner, sent right
-// behind the create on the same connection (backend.Conn.CreateAndWatch:
-// no round trip of its own), and the release deletes by version only while
-// that watch is silent. Once it has fired (a waiter marked the node, or
-// someone changed or deleted it) the release reads P/owner and deletes it
-// only if its czxid is our token. The one window left: an operator deletes
-// our node and another process creates a new one within about a round trip
-// before our delete, while the watch's notification is still on its way.
-// (The Guard's own watch of P/owner, see "Loss", is armed only when its
-// Done, Err or Context is first called, in the background.) A
-// queued acquisition costs more: joining the queue, marking and watching
-// P/owner, the create, and deleting the queue node after the grant.
+// Uncontended, an acquisition is one create of P/owner and the release is
+// one delete: two round trips in all, one fewer than Curator's
+// InterProcessMutex (create, getChildren, delete), and no read.
+//
+// The release must delete our P/owner and never a newer one: if an
+// operator deleted our node and another process took the lock, a delete of
+// its node would let a third process in while it holds. On etcd the delete
+// is conditional on the mod revision, which no other incarnation of P/owner
+// can have. On ZooKeeper every P/owner starts at the same data version, so
+// a version cannot tell them apart; there the create is stamped
+// (backend.ParentStamps): one multi that creates P/owner and its pin and
+// writes P (no data), whose Stat gives P/owner's czxid (the token) and P's
+// new version. The release is one multi too: it checks that P still has that
+// version, and deletes the pin and P/owner. Every create of P/owner writes P,
+// so P's version moves if anyone created P/owner after ours; the pin keeps
+// P from being reaped, and is gone if P was deleted and made again (which
+// restarts its version). So the release deletes nothing but our own node,
+// with no window. When the stamp fails, the release reads P/owner and
+// deletes it only if its czxid is our token (and removes the pin). If P
+// cannot be stamped (an ACL on P without WRITE), the create arms a watch on
+// P/owner instead, sent right behind it (backend.Conn.CreateAndWatch), and
+// the release deletes by version only while that watch is silent, else
+// reads first; one window is left there: an operator deletes our node and
+// another process creates a new one within about a round trip before our
+// delete. (The Guard's own watch of P/owner, see "Loss", is armed only when
+// its Done, Err or Context is first called, in the background.) A queued
+// acquisition costs more: joining the queue, marking and watching P/owner,
+// the create, and deleting the queue node after the grant.
 //
 // # Contention between processes (no herd)
 //
@@ -73,8 +85,9 @@
 //
 // The mark tells the holding process that somebody waits: its release (a
 // delete conditional on the version it created) then fails with a version
-// mismatch, it deletes the node by its current version, and its next
-// acquisition queues behind the others instead of racing them for P/owner.
+// mismatch, it deletes the node by its current version (on ZooKeeper still
+// under the stamp, which proves the node is ours), and its next acquisition
+// queues behind the others instead of racing them for P/owner.
 // A process that has not seen contention tries P/owner directly first; it can
 // overtake the head only in the instant between a delete and the head's
 // create, and after one such acquisition it sees the mark and queues too.
