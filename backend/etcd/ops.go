@@ -263,9 +263,15 @@ func (c *conn) Children(ctx context.Context, parent string) ([]backend.Node, err
 }
 
 // versionCmps are the compares that hold while the node at key exists and,
-// unless version is AnyVersion, has that mod revision. Existence is always
-// compared: a missing key has mod revision 0.
+// unless version is AnyVersion, has that mod revision. A missing key has
+// mod revision 0, so a positive version needs no compare of its own for
+// existence; any other version does.
 func versionCmps(key string, version int64) []clientv3.Cmp {
+	if version > 0 {
+		// A key's mod revision is positive while it exists: the one
+		// compare says it exists, with that version.
+		return []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", version)}
+	}
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)}
 	if version != backend.AnyVersion {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", version))
