@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -27,6 +28,7 @@ const eventBuffer = 64
 type conn struct {
 	d            *Driver
 	cli          *clientv3.Client
+	kv           pb.KVClient // the Driver's (see commit)
 	lg           *zap.Logger
 	lease        clientv3.LeaseID
 	id           string

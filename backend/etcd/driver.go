@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -55,6 +56,7 @@ func WithSessionPrefix(prefix string) Option {
 // concurrent use.
 type Driver struct {
 	cli  *clientv3.Client
+	kv   pb.KVClient // cli's KV stub, for Txns built directly (see commit)
 	owns bool
 	o    options
 
@@ -76,7 +78,7 @@ func New(client *clientv3.Client, opts ...Option) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{cli: client, o: o, conns: make(map[*conn]struct{})}, nil
+	return &Driver{cli: client, kv: clientv3.RetryKVClient(client), o: o, conns: make(map[*conn]struct{})}, nil
 }
 
 // Dial creates an etcd client from cfg and returns a driver that owns it:
@@ -94,7 +96,7 @@ func Dial(cfg clientv3.Config, opts ...Option) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd: dial: %w", err)
 	}
-	return &Driver{cli: cli, owns: true, o: o, conns: make(map[*conn]struct{})}, nil
+	return &Driver{cli: cli, kv: clientv3.RetryKVClient(cli), owns: true, o: o, conns: make(map[*conn]struct{})}, nil
 }
 
 func buildOptions(opts []Option) (options, error) {
@@ -157,6 +159,7 @@ func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, err
 	c := &conn{
 		d:            d,
 		cli:          d.cli,
+		kv:           d.kv,
 		lease:        grant.ID,
 		id:           fmt.Sprintf("%x", int64(grant.ID)),
 		ttl:          granted,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -84,11 +85,6 @@ func childrenOf(prefix string, kvs []*mvccpb.KeyValue) []backend.Node {
 	return out
 }
 
-func listOp(prefix string) clientv3.Op {
-	return clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-}
-
 func rangeKvs(r *clientv3.TxnResponse, i int) []*mvccpb.KeyValue {
 	if i >= len(r.Responses) {
 		return nil
@@ -137,18 +133,19 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	}
 	prefix := childPrefix(parent)
 
-	var putOpts []clientv3.OpOption
+	var lease clientv3.LeaseID
 	if opts.Ephemeral {
-		putOpts = append(putOpts, clientv3.WithLease(c.lease))
+		lease = c.lease
 	}
 	// The put's own revision is the node's create and mod revision, so the
 	// Then branch needs no read back.
-	ops := func() (then, els []clientv3.Op) {
-		then = []clientv3.Op{clientv3.OpPut(key, string(data), putOpts...)}
-		els = []clientv3.Op{clientv3.OpGet(key)}
+	ops := func() (then, els []*pb.RequestOp) {
+		then = []*pb.RequestOp{putReq(key, data, lease)}
+		els = []*pb.RequestOp{getReq(key)}
 		if list {
-			then = append(then, listOp(prefix))
-			els = append(els, listOp(prefix))
+			l := listReq(prefix)
+			then = append(then, l)
+			els = append(els, l)
 		}
 		return then, els
 	}
@@ -158,11 +155,7 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	// reply finds the node made by the attempt whose reply was lost.
 	retry := opts.Protected || opts.Sequential
 	for attempt := 1; ; attempt++ {
-		resp, err := c.cli.Txn(octx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(thenOps...).
-			Else(elseOps...).
-			Commit()
+		resp, err := c.commit(octx, []*pb.Compare{absent(key)}, thenOps, elseOps)
 		if err != nil {
 			ferr := c.fail(ctx, op, path, err)
 			if !retry || attempt >= createAttempts || !isUnavailable(err) || octx.Err() != nil {
@@ -262,23 +255,6 @@ func (c *conn) Children(ctx context.Context, parent string) ([]backend.Node, err
 	return childrenOf(prefix, resp.Kvs), nil
 }
 
-// versionCmps are the compares that hold while the node at key exists and,
-// unless version is AnyVersion, has that mod revision. A missing key has
-// mod revision 0, so a positive version needs no compare of its own for
-// existence; any other version does.
-func versionCmps(key string, version int64) []clientv3.Cmp {
-	if version > 0 {
-		// A key's mod revision is positive while it exists: the one
-		// compare says it exists, with that version.
-		return []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", version)}
-	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)}
-	if version != backend.AnyVersion {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", version))
-	}
-	return cmps
-}
-
 // targetErr tells why the version compares of the target failed, from its
 // value read in the same Txn.
 func targetErr(op, path string, kvs []*mvccpb.KeyValue, version int64) error {
@@ -318,25 +294,23 @@ func (c *conn) GuardedSet(ctx context.Context, guards []backend.Guard, path stri
 	}
 	defer done()
 
-	var cmps []clientv3.Cmp
-	elseOps := []clientv3.Op{clientv3.OpGet(path)}
+	var cmps []*pb.Compare
+	elseOps := []*pb.RequestOp{getReq(path)}
 	for _, g := range guards {
 		if g.Token != 0 {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(g.Path), "=", g.Token))
+			cmps = append(cmps, created(g.Path, g.Token))
 		} else {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(g.Path), ">", 0))
+			cmps = append(cmps, present(g.Path))
 		}
 		if g.Version != backend.AnyVersion {
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(g.Path), "=", g.Version))
+			cmps = append(cmps, modified(g.Path, g.Version))
 		}
-		elseOps = append(elseOps, clientv3.OpGet(g.Path))
+		elseOps = append(elseOps, getReq(g.Path))
 	}
-	cmps = append(cmps, versionCmps(path, version)...)
-	resp, err := c.cli.Txn(octx).
-		If(cmps...).
-		Then(clientv3.OpPut(path, string(data), clientv3.WithIgnoreLease()), clientv3.OpGet(path)).
-		Else(elseOps...).
-		Commit()
+	cmps = append(cmps, versionCompares(path, version)...)
+	put := &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
+		Key: []byte(path), Value: data, IgnoreLease: true}}}
+	resp, err := c.commit(octx, cmps, []*pb.RequestOp{put, getReq(path)}, elseOps)
 	if err != nil {
 		return backend.Node{}, c.fail(ctx, op, path, err)
 	}
@@ -387,11 +361,7 @@ func (c *conn) Delete(ctx context.Context, path string, version int64) error {
 		}
 		return nil
 	}
-	resp, err := c.cli.Txn(octx).
-		If(versionCmps(path, version)...).
-		Then(clientv3.OpDelete(path)).
-		Else(clientv3.OpGet(path)).
-		Commit()
+	resp, err := c.commit(octx, versionCompares(path, version), []*pb.RequestOp{deleteReq(path)}, []*pb.RequestOp{getReq(path)})
 	if err != nil {
 		return c.fail(ctx, "delete", path, err)
 	}

@@ -45,13 +45,13 @@ var registry = struct {
 // (in the handover phase if a solo goroutine owns the state), and counts
 // the caller as a user until the loop detaches it (when the request fails or
 // is cancelled, or the Guard it got is released).
-func attach(s *session.Session, path string, log *zap.Logger) *pathState {
+func attach(m *Mutex) *pathState {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
-	k := key{s, path}
+	k := key{m.sess, m.path}
 	p := registry.loops[k]
 	if p == nil {
-		p = newPathState(k, log)
+		p = newPathState(k, m)
 		registry.loops[k] = p
 	}
 	if !p.started {
@@ -65,14 +65,15 @@ func attach(s *session.Session, path string, log *zap.Logger) *pathState {
 	return p
 }
 
-// newPathState makes the state of (k.sess, k.path), not registered and
-// with no loop running.
-func newPathState(k key, log *zap.Logger) *pathState {
+// newPathState makes the state of (k.sess, k.path), for m (whose server
+// side it copies), not registered and with no loop running.
+func newPathState(k key, m *Mutex) *pathState {
+	srv := *m.srv
 	p := &pathState{
 		key:     k,
 		sess:    k.sess,
-		srv:     newServer(k.sess, k.path, log),
-		log:     log,
+		srv:     &srv,
+		log:     m.log,
 		reqs:    make(chan *request),
 		cancels: make(chan cancelMsg),
 		unlocks: make(chan unlockMsg),

@@ -75,6 +75,9 @@ type Mutex struct {
 	opts   options
 	log    *zap.Logger
 	locker *locker
+	// srv is the server side of the lock, which every state of the path
+	// made for this Mutex copies (see newPathState).
+	srv *server
 }
 
 // New returns the lock at path on the session's backend. It validates its
@@ -103,6 +106,7 @@ func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {
 		return nil, fmt.Errorf("mutex: WithMaxLocalHandoffs(%d) must not be negative: %w", o.maxHandoffs, coordkit.ErrInvalidArgument)
 	}
 	m := &Mutex{sess: s, path: path, opts: o, log: o.log.With(zap.String("mutex", path))}
+	m.srv = newServer(s, path, m.log)
 	m.locker = &locker{m: m}
 	return m, nil
 }
@@ -143,10 +147,10 @@ func (m *Mutex) lock(ctx context.Context, try bool) (*Guard, error) {
 	if err := m.sess.Err(); err != nil {
 		return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, err)
 	}
-	if p := attachSolo(m.sess, m.path, m.log); p != nil {
+	if p := attachSolo(m); p != nil {
 		return p.lockSolo(ctx, m, try, op)
 	}
-	p := attach(m.sess, m.path, m.log)
+	p := attach(m)
 	r := &request{m: m, try: try, reply: make(chan result, 1)}
 	select {
 	case p.reqs <- r:

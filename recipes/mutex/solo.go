@@ -7,7 +7,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coordkit/coordkit/recipes"
-	"github.com/coordkit/coordkit/session"
 )
 
 // The solo path: the uncontended case without the loop. A Lock on a path
@@ -53,16 +52,16 @@ type adoptMsg struct {
 	contended bool
 }
 
-// attachSolo registers a solo state for (s, path) and returns it, if no
-// goroutine of the process uses the path; else nil.
-func attachSolo(s *session.Session, path string, log *zap.Logger) *pathState {
+// attachSolo registers a solo state for (m's session, m's path) and
+// returns it, if no goroutine of the process uses the path; else nil.
+func attachSolo(m *Mutex) *pathState {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
-	k := key{s, path}
+	k := key{m.sess, m.path}
 	if registry.loops[k] != nil {
 		return nil
 	}
-	p := newPathState(k, log)
+	p := newPathState(k, m)
 	p.solo, p.users = soloAcquiring, 1
 	registry.loops[k] = p
 	return p
