@@ -393,7 +393,9 @@ type result[T any] struct {
 // has no context; its calls return when the server answers, when the
 // connection breaks, or when the client is closed, so the goroutine never
 // outlives Close. If ctx wins, abandoned (when not nil) receives the result
-// once it arrives, on that goroutine, to undo what the call did.
+// once it arrives, on that goroutine, to undo what the call did. A ctx
+// that can never be done (context.Background) runs f on the caller's
+// goroutine: no goroutine to start and no hop back.
 func do[T any](ctx context.Context, c *conn, f func(z *zk.Conn) (T, error), abandoned func(T, error)) (T, error) {
 	var zero T
 	if err := c.usable(); err != nil {
@@ -401,6 +403,9 @@ func do[T any](ctx context.Context, c *conn, f func(z *zk.Conn) (T, error), aban
 	}
 	if err := ctx.Err(); err != nil {
 		return zero, err
+	}
+	if ctx.Done() == nil {
+		return f(c.zk)
 	}
 	ch := make(chan result[T], 1)
 	var claimed atomic.Bool

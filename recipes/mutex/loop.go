@@ -433,7 +433,7 @@ func (p *pathState) startRelease(reply chan error) {
 	p.phase = releasing
 	p.unlockReply = reply
 	p.spawn(func() {
-		contended, err := p.srv.release(acq)
+		contended, err := p.srv.release(nil, acq)
 		p.work <- workResult{kind: released, contended: contended, err: err}
 	})
 }

@@ -310,35 +310,68 @@ func (s *server) check(a *acquisition) bool {
 // release ends the acquisition's hold and deletes its owner node if it is
 // still there, retrying after connection losses until it is done or the
 // session ends. It reports whether another process had marked the node.
-func (s *server) release(a *acquisition) (contended bool, err error) {
+//
+// With within not nil, release gives up when within ends before it is done
+// and returns errInterrupted: the caller then calls release again (with nil)
+// in the background to finish it. This lets a caller run the release on its
+// own goroutine, bounded by its context, without starting a goroutine
+// unless that context ends.
+func (s *server) release(within context.Context, a *acquisition) (contended bool, err error) {
 	// End the hold before the delete, so that its node watch (if armed)
 	// does not take our own delete for a loss. End is quick: a watch call
 	// in flight runs under the hold's context, which End cancels first.
 	// Every Guard of the acquisition has ended with its own cause already.
+	// (A second release finds it ended.)
 	a.hold.End(recipes.ErrReleased)
 	contended = a.flagged
-	err = s.removeOwner(a.node, a.proof, &contended)
+	err = s.removeOwner(within, a.node, a.proof, &contended)
+	if errors.Is(err, errInterrupted) {
+		a.flagged = contended // what this attempt learnt, for the next
+		return contended, err
+	}
 	a.proof.stop()
 	if a.tail != nil {
-		<-a.tail
+		if within == nil {
+			<-a.tail
+		} else {
+			select {
+			case <-a.tail:
+			case <-within.Done():
+				a.flagged = contended
+				return contended, errInterrupted
+			}
+		}
 	}
 	s.log.Debug("released", zap.Int64("token", a.node.Token), zap.Bool("contended", contended), zap.Error(err))
 	return contended, err
 }
 
+// errInterrupted: a release bounded by a context (see release) stopped
+// because that context ended; it must be finished by another release.
+var errInterrupted = errors.New("mutex: release interrupted")
+
 // removeOwner deletes exactly the incarnation n of the owner node, retrying
 // after connection losses until it is done or the session ends (the server
 // then deletes it). p is the proof of its create. It sets *marked if it
-// found the node marked.
-func (s *server) removeOwner(n backend.Node, p proof, marked *bool) error {
+// found the node marked. With within not nil it stops, returning
+// errInterrupted, once within ends.
+func (s *server) removeOwner(within context.Context, n backend.Node, p proof, marked *bool) error {
 	var backoff time.Duration
 	for {
 		if s.sess.Err() != nil {
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
+		stop := func() bool { return false }
+		if within != nil {
+			stop = context.AfterFunc(within, cancel)
+		}
 		err := s.deleteIncarnation(ctx, n, p, marked)
+		stop()
 		cancel()
+		if err != nil && within != nil && within.Err() != nil && s.sess.Err() == nil {
+			return errInterrupted
+		}
 		switch {
 		case err == nil, s.sess.Err() != nil, sessionEnded(err):
 			// Deleted, or the session is gone and its ephemeral node with
@@ -348,7 +381,14 @@ func (s *server) removeOwner(n backend.Node, p proof, marked *bool) error {
 			s.log.Warn("could not delete the owner node", zap.Int64("token", n.Token), zap.Error(err))
 			return err
 		}
-		if err := retry.Wait(s.sess.Context(), s.sess, &backoff); err != nil {
+		wait := s.sess.Context()
+		if within != nil {
+			wait = within
+		}
+		if err := retry.Wait(wait, s.sess, &backoff); err != nil {
+			if within != nil && s.sess.Err() == nil {
+				return errInterrupted
+			}
 			return nil // the session ended
 		}
 	}

@@ -2,6 +2,7 @@ package mutex
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"go.uber.org/zap"
@@ -105,7 +106,7 @@ func (p *pathState) lockSolo(ctx context.Context, m *Mutex, try bool, op string)
 	if err == nil && ctx.Err() != nil {
 		// Granted as ctx ended: nobody wants it (as the loop does with a
 		// grant that crosses a cancellation).
-		if _, rerr := p.srv.release(acq); rerr != nil {
+		if _, rerr := p.srv.release(nil, acq); rerr != nil {
 			p.log.Warn("could not release a grant nobody wanted", zap.Error(rerr))
 		}
 		acq, err = nil, ctxErr(ctx)
@@ -145,26 +146,33 @@ func (g *Guard) unlockSolo(ctx context.Context) (done bool, err error) {
 		return false, nil
 	}
 	g.cancel(recipes.ErrReleased)
-	result := make(chan error, 1)
-	release := func() {
-		contended, err := p.srv.release(g.acq)
-		if p.soloStep(soloNone, nil) {
-			p.adopt <- adoptMsg{released: true, contended: contended}
-		}
-		result <- err
+	// The release runs here, bounded by ctx; if ctx ends first it goes on
+	// in the background (as a release by the loop does) and keeps the state
+	// registered until it is done.
+	var within context.Context
+	if ctx.Done() != nil {
+		within = ctx
 	}
-	if ctx.Done() == nil {
-		release()
-		return true, <-result
-	}
-	// ctx bounds the wait, not the release, which goes on (as a release
-	// by the loop does) and keeps the state registered until it is done.
-	p.spawn(release)
-	select {
-	case err := <-result:
-		return true, err
-	case <-ctx.Done():
+	contended, err := p.srv.release(within, g.acq)
+	if errors.Is(err, errInterrupted) {
+		p.spawn(func() {
+			contended, err := p.srv.release(nil, g.acq)
+			if err != nil {
+				p.log.Warn("release after Unlock's context ended", zap.Error(err))
+			}
+			p.soloReleased(contended)
+		})
 		return true, fmt.Errorf("release not confirmed yet (it goes on): %w", ctxErr(ctx))
+	}
+	p.soloReleased(contended)
+	return true, err
+}
+
+// soloReleased ends the solo goroutine's release: the state leaves the
+// registry, or, if the loop has started, the loop takes it over.
+func (p *pathState) soloReleased(contended bool) {
+	if p.soloStep(soloNone, nil) {
+		p.adopt <- adoptMsg{released: true, contended: contended}
 	}
 }
 

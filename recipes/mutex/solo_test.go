@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/recipes"
@@ -144,4 +145,59 @@ func soloWaitsAtServer(ctx context.Context, t *testing.T, w *world) (*mutex.Guar
 	second := lockAsync(t, ma)
 	waitFor(t, "the second goroutine to wait", func() bool { return ma.Inspect().Waiting == 2 })
 	return other, first, second
+}
+
+// TestSoloUnlockBoundedByContext: a solo Unlock runs its release on its own
+// goroutine, bounded by its ctx. A ctx that can end but does not costs
+// nothing more (the two requests of the cycle). A ctx that ends while the
+// release cannot reach the server returns its error at once, and the
+// release goes on in the background: once reconnected, the owner node goes
+// and another session gets the lock.
+func TestSoloUnlockBoundedByContext(t *testing.T) {
+	w := newWorld(t)
+	s := w.session()
+	m := w.mutex(s)
+	cctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g, err := m.Lock(cctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Unlock(cctx); err != nil {
+		t.Fatal(err)
+	}
+	before := w.Drv.SessionStats(s.ID()).Requests
+	g, err = m.Lock(cctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Unlock(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Drv.SessionStats(s.ID()).Requests - before; got != 2 {
+		t.Errorf("a cycle under a cancellable ctx cost %d requests, want 2", got)
+	}
+
+	g = lock(t, m)
+	w.Disconnect(s)
+	short, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer stop()
+	if err := g.Unlock(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Unlock whose ctx ended while disconnected: %v, want DeadlineExceeded", err)
+	}
+	if _, ok := w.owner(); !ok {
+		t.Fatal("the owner node went while the session was disconnected")
+	}
+	w.Reconnect(s)
+	other := w.mutex(w.session())
+	g2, err := other.Lock(cctx)
+	if err != nil {
+		t.Fatalf("another session's Lock after the background release: %v", err)
+	}
+	if g2.Token() <= g.Token() {
+		t.Fatalf("token %d after %d", g2.Token(), g.Token())
+	}
+	unlock(t, g2)
+	waitFor(t, "the solo state to leave", func() bool { snap := m.Inspect(); return !snap.Held && snap.Waiting == 0 })
+	w.empty()
 }
