@@ -55,6 +55,16 @@ func attach(m *Mutex) *pathState {
 		registry.loops[k] = p
 	}
 	if !p.started {
+		// The loop's channels are made only now: a solo goroutine alone
+		// (the uncontended case) never needs them, and everything that
+		// uses them sees started under registry.mu first.
+		p.reqs = make(chan *request)
+		p.cancels = make(chan cancelMsg)
+		p.unlocks = make(chan unlockMsg)
+		p.work = make(chan workResult)
+		p.adopt = make(chan adoptMsg)
+		p.inspect = make(chan chan Snapshot)
+		p.exited = make(chan struct{})
 		p.started = true
 		if p.solo != soloNone {
 			p.phase = handover
@@ -69,19 +79,7 @@ func attach(m *Mutex) *pathState {
 // side it copies), not registered and with no loop running.
 func newPathState(k key, m *Mutex) *pathState {
 	srv := *m.srv
-	p := &pathState{
-		key:     k,
-		sess:    k.sess,
-		srv:     &srv,
-		log:     m.log,
-		reqs:    make(chan *request),
-		cancels: make(chan cancelMsg),
-		unlocks: make(chan unlockMsg),
-		work:    make(chan workResult),
-		adopt:   make(chan adoptMsg),
-		inspect: make(chan chan Snapshot),
-		exited:  make(chan struct{}),
-	}
+	p := &pathState{key: k, sess: k.sess, srv: &srv, log: m.log}
 	p.srv.spawn = p.spawn
 	return p
 }
@@ -156,10 +154,11 @@ type workResult struct {
 // pathState is the local state of one (session, path). The fields below
 // "owned by the loop" are touched only by the loop goroutine.
 type pathState struct {
-	key     key
-	sess    *session.Session
-	srv     *server
-	log     *zap.Logger
+	key  key
+	sess *session.Session
+	srv  *server
+	log  *zap.Logger
+	// The loop's channels, made when it starts (see attach); nil before.
 	reqs    chan *request
 	cancels chan cancelMsg
 	unlocks chan unlockMsg
