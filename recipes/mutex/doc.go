@@ -68,7 +68,10 @@
 // the release deletes by version only while that watch is silent, else
 // reads first; one window is left there: an operator deletes our node and
 // another process creates a new one within about a round trip before our
-// delete. (The Guard's own watch of P/owner, see "Loss", is armed only when
+// delete. (The stamp is exact as long as every create of P/owner is
+// stamped: if some sessions may write P and others may not, a stale release
+// of a stamping session could remove an owner node created by one that does
+// not. Give every session of a lock the same rights on P.) (The Guard's own watch of P/owner, see "Loss", is armed only when
 // its Done, Err or Context is first called, in the background.) A queued
 // acquisition costs more: joining the queue, marking and watching P/owner,
 // the create, and deleting the queue node after the grant.
