@@ -407,13 +407,15 @@ func (s *server) removeOwner(within context.Context, n backend.Node, p proof, ma
 //   - with a stamp, the delete is stamped (backend.ParentStamps: one multi
 //     that checks P's version and deletes the pin and P/owner), one round
 //     trip. It deletes nothing if anyone created P/owner since ours, and
-//     the release then reads;
+//     the release then reads. If only the node's version moved (a waiter's
+//     mark), the stamp still proves the node ours: it is deleted at any
+//     version, stamped, with no read;
 //   - with a watch armed at the create that has not fired, the delete by
 //     version comes first, one round trip;
-//   - otherwise (the watch fired: our node was marked, changed or deleted,
-//     or the stamp is unknown after a lost reply), the release reads
-//     P/owner first and deletes it only if its czxid is our token, by the
-//     version it read (stamped, while the stamp holds).
+//   - otherwise (the watch fired: our node was marked, changed or deleted;
+//     the stamp is unknown after a lost reply, or failed), the release
+//     reads P/owner first and deletes it only if its czxid is our token, by
+//     the version it read (and then removes the pin, if any).
 //
 // A stamped delete is exact. Without a stamp one window is left, about a
 // round trip long: an operator deletes our node and another process creates
