@@ -446,6 +446,22 @@ func testParentStamps(e *env) {
 	dir := e.path("stamp")
 	p := e.path("stamp", "owner")
 	eph := backend.CreateOptions{Ephemeral: true}
+	// stamped creates p through q, stamped, or ends the test.
+	stamped := func(q backend.ParentStamps, what string) (backend.Node, backend.Stamp) {
+		e.t.Helper()
+		n, st, err := q.CreateStamped(e.ctx, p, nil, eph)
+		if err != nil {
+			e.t.Fatalf("%s: %v", what, err)
+		}
+		return n, st
+	}
+	// dropDir deletes dir, empty, if the server has not reaped it yet.
+	dropDir := func() {
+		e.t.Helper()
+		if _, err := other.Get(e.ctx, dir); err == nil {
+			e.del(other, dir)
+		}
+	}
 	// holds checks that dir holds exactly want and its pin.
 	holds := func(what string, want backend.Node, st backend.Stamp) {
 		e.t.Helper()
@@ -491,15 +507,9 @@ func testParentStamps(e *env) {
 
 	// An operator deletes our node and another session creates it again,
 	// stamped: the parent lived on (our pin kept it), its version moved.
-	n2, s2, err := ps.CreateStamped(e.ctx, p, nil, eph)
-	if err != nil {
-		e.t.Fatalf("CreateStamped: %v", err)
-	}
+	n2, s2 := stamped(ps, "CreateStamped")
 	e.del(other, p)
-	n3, s3, err := ops.CreateStamped(e.ctx, p, nil, eph)
-	if err != nil {
-		e.t.Fatalf("CreateStamped by another session: %v", err)
-	}
+	n3, s3 := stamped(ops, "CreateStamped by another session")
 	if s3.Parent.Version == s2.Parent.Version || n3.Token <= n2.Token || s3.Pin == s2.Pin {
 		e.t.Errorf("stamps %+v then %+v, tokens %d then %d", s2, s3, n2.Token, n3.Token)
 	}
@@ -525,22 +535,16 @@ func testParentStamps(e *env) {
 	}
 
 	// The parent deleted and made again (an operator deletes all): its
-	// version restarts, and the stamp of our create may match the new
-	// parent's; the pin, gone with the old parent, tells.
-	n4, s4, err := ps.CreateStamped(e.ctx, p, nil, eph)
-	if err != nil {
-		e.t.Fatalf("CreateStamped: %v", err)
-	}
+	// version restarts. Both creates here are the first under a fresh
+	// parent, so the stale stamp matches the new parent's version, and
+	// only the pin, gone with the old parent, can tell.
+	dropDir()
+	n4, s4 := stamped(ps, "CreateStamped under a fresh parent")
 	e.del(other, p, s4.Pin)
-	if _, err := other.Get(e.ctx, dir); err == nil {
-		e.del(other, dir) // a container the server has not reaped yet
-	}
-	n5, s5, err := ops.CreateStamped(e.ctx, p, nil, eph)
-	if err != nil {
-		e.t.Fatalf("CreateStamped by another session: %v", err)
-	}
+	dropDir()
+	n5, s5 := stamped(ops, "CreateStamped by another session under the parent made again")
 	if s5.Parent.Version != s4.Parent.Version {
-		e.t.Logf("the parent made again has version %d, the stale stamp %d", s5.Parent.Version, s4.Parent.Version)
+		e.t.Fatalf("the parent made again has version %d, the stale stamp %d: the case needs them equal", s5.Parent.Version, s4.Parent.Version)
 	}
 	if err := ps.DeleteStamped(e.ctx, p, n4.Version, s4); !errors.Is(err, backend.ErrGuardFailed) {
 		e.t.Errorf("DeleteStamped after the parent was made again: %v, want ErrGuardFailed", err)
@@ -551,10 +555,7 @@ func testParentStamps(e *env) {
 	}
 
 	// An unknown stamp never deletes.
-	n6, s6, err := ps.CreateStamped(e.ctx, p, nil, eph)
-	if err != nil {
-		e.t.Fatalf("CreateStamped: %v", err)
-	}
+	n6, s6 := stamped(ps, "CreateStamped")
 	if err := ps.DeleteStamped(e.ctx, p, n6.Version, backend.Stamp{Pin: s6.Pin}); !errors.Is(err, backend.ErrGuardFailed) {
 		e.t.Errorf("DeleteStamped with an unknown stamp: %v, want ErrGuardFailed", err)
 	}

@@ -30,6 +30,7 @@ var mutants = []mutant{
 	{"reversed-children", func(c backend.Conn) backend.Conn { return reversed{c} }, []string{"SequentialOrder", "CreateAndList", "Concurrency"}},
 	{"unguarded", func(c backend.Conn) backend.Conn { return unguarded{c} }, []string{"GuardedSet"}},
 	{"ignored-stamp", func(c backend.Conn) backend.Conn { return ignoredStamp{c} }, []string{"ParentStamps"}},
+	{"pinless-stamp", func(c backend.Conn) backend.Conn { return pinlessStamp{ignoredStamp{c}} }, []string{"ParentStamps"}},
 	{"lazy-delete", func(c backend.Conn) backend.Conn { return lazyDelete{c} }, []string{"Create", "Children", "Versions"}},
 	{"opaque-errors", func(c backend.Conn) backend.Conn { return opaque{c} }, []string{"InvalidInput", "Versions", "SessionClose", "Context"}},
 	{"constant-token", func(c backend.Conn) backend.Conn { return constToken{c} }, []string{"Create", "Tokens"}},
@@ -124,6 +125,20 @@ func (c ignoredStamp) DeleteStamped(ctx context.Context, p string, v int64, st b
 
 func (c ignoredStamp) Unpin(ctx context.Context, st backend.Stamp) error {
 	return c.Conn.(backend.ParentStamps).Unpin(ctx, st)
+}
+
+// pinlessStamp checks the parent's version but not the pin, so it cannot
+// tell a parent deleted and made again.
+type pinlessStamp struct{ ignoredStamp }
+
+func (c pinlessStamp) DeleteStamped(ctx context.Context, p string, v int64, st backend.Stamp) error {
+	if !st.Known {
+		return backend.ErrGuardFailed
+	}
+	if parent, err := c.Get(ctx, st.Parent.Path); err != nil || parent.Version != st.Parent.Version {
+		return backend.ErrGuardFailed
+	}
+	return c.ignoredStamp.DeleteStamped(ctx, p, v, st)
 }
 
 type lazyDelete struct{ backend.Conn }

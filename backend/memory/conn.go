@@ -166,6 +166,8 @@ func (c *conn) createOnce(ctx context.Context, op, parent, name string, data []b
 		_, pinName := backend.Split(x.stamp.Pin)
 		if _, err = d.create(c, parent, pinName, nil, backend.CreateOptions{Ephemeral: true}); err == nil {
 			stamped, err = d.set(parent, nil, backend.AnyVersion)
+		} else {
+			d.remove(n) // all or nothing, as a ZooKeeper multi
 		}
 	}
 	if err := c.reply(op, path, err); err != nil {

@@ -16,7 +16,8 @@ import (
 // (a new owner node at the same path, with the same data version on
 // ZooKeeper-like backends), then A unlocks. A's Unlock must not delete B's
 // node: a third process would otherwise get the lock while B holds it.
-func staleUnlock(t *testing.T, w *world, sA *session.Session, tamper func(ctx context.Context)) {
+// afterB, if not nil, runs once B holds.
+func staleUnlock(t *testing.T, w *world, sA *session.Session, tamper, afterB func(ctx context.Context)) {
 	t.Helper()
 	ctx := context.Background()
 	mA, mB, mC := w.mutex(sA), w.mutex(w.session()), w.mutex(w.session())
@@ -28,6 +29,9 @@ func staleUnlock(t *testing.T, w *world, sA *session.Session, tamper func(ctx co
 	}
 	if gB.Token() <= gA.Token() {
 		t.Fatalf("B's token %d is not larger than A's %d", gB.Token(), gA.Token())
+	}
+	if afterB != nil {
+		afterB(ctx)
 	}
 	if err := gA.Unlock(ctx); err != nil {
 		t.Fatalf("A's stale Unlock: %v", err)
@@ -62,7 +66,7 @@ func (w *world) deleteOwner(ctx context.Context) {
 // directory's version, and A's stamped delete is refused.
 func TestStaleUnlockKeepsNewOwner(t *testing.T) {
 	w := newWorld(t)
-	staleUnlock(t, w, w.session(), w.deleteOwner)
+	staleUnlock(t, w, w.session(), w.deleteOwner, nil)
 }
 
 // TestStaleUnlockAfterDeleteAll: the operator deletes everything under the
@@ -71,7 +75,16 @@ func TestStaleUnlockKeepsNewOwner(t *testing.T) {
 // The pin A's release checks is gone, so its stamped delete is refused.
 func TestStaleUnlockAfterDeleteAll(t *testing.T) {
 	w := newWorld(t)
+	// firstStamp checks that the lock's directory has its first stamp: A's
+	// stamp and B's (each the first under a fresh directory) are equal.
+	firstStamp := func(ctx context.Context) {
+		t.Helper()
+		if d, err := w.obs.Get(ctx, lockPath); err != nil || d.Version != 1 {
+			t.Fatalf("lock directory %+v (%v): the case needs the first stamp of a fresh directory", d, err)
+		}
+	}
 	staleUnlock(t, w, w.session(), func(ctx context.Context) {
+		firstStamp(ctx)
 		for _, n := range w.Children(lockPath) {
 			if err := w.obs.Delete(ctx, n.Path, backend.AnyVersion); err != nil {
 				t.Fatal(err)
@@ -80,7 +93,7 @@ func TestStaleUnlockAfterDeleteAll(t *testing.T) {
 		if _, err := w.obs.Get(ctx, lockPath); !errors.Is(err, backend.ErrNoNode) {
 			t.Fatalf("the emptied lock directory is still there (%v): the test needs it made again", err)
 		}
-	})
+	}, firstStamp)
 }
 
 // TestLostStampedCreateReply: the reply of the stamped create is lost; the
@@ -134,5 +147,5 @@ func TestUnstampedRelease(t *testing.T) {
 	if got := w.Drv.SessionStats(sA.ID()).Requests - before.Requests; got != 2 {
 		t.Errorf("uncontended Lock+Unlock without stamps cost %d requests, want 2 (create and watch, delete)", got)
 	}
-	staleUnlock(t, w, sA, w.deleteOwner)
+	staleUnlock(t, w, sA, w.deleteOwner, nil)
 }
