@@ -39,7 +39,7 @@ func (c *conn) Watch(ctx context.Context, path string) (backend.Node, bool, *bac
 		return backend.Node{}, false, nil, err
 	}
 	defer done()
-	w, err := c.startWatch("watch", path, path, nil,
+	w, err := c.startWatch(octx, "watch", path, path, nil,
 		func(ev *clientv3.Event) (backend.EventType, bool) {
 			switch {
 			case ev.Type == clientv3.EventTypeDelete:
@@ -79,7 +79,7 @@ func (c *conn) WatchChildren(ctx context.Context, parent string) ([]backend.Node
 	}
 	defer done()
 	prefix := childPrefix(parent)
-	w, err := c.startWatch("watch children", parent, prefix, []clientv3.OpOption{clientv3.WithPrefix()},
+	w, err := c.startWatch(octx, "watch children", parent, prefix, []clientv3.OpOption{clientv3.WithPrefix()},
 		func(ev *clientv3.Event) (backend.EventType, bool) {
 			if _, ok := childName(prefix, string(ev.Kv.Key)); !ok {
 				return 0, false
@@ -110,6 +110,9 @@ type openingWatch struct {
 	created <-chan int64 // W, once the server has created the watch
 	floor   chan<- int64 // the read's revision: events up to it are dropped
 	failed  <-chan error // the watch could not be created
+	// setup stops tying the watch to the call's ctx (see startWatch); it
+	// reports false if ctx has ended and cancelled the watch already.
+	setup func() bool
 }
 
 // read runs get (at the latest revision) while the watch is being created,
@@ -128,6 +131,9 @@ func (w *openingWatch) read(ctx context.Context, get func(...clientv3.OpOption) 
 	if err == nil && start > resp.Header.Revision {
 		resp, err = get(clientv3.WithRev(start))
 	}
+	if err == nil && !w.setup() {
+		err = ctx.Err()
+	}
 	if err != nil {
 		w.Stop()
 		return nil, err
@@ -139,8 +145,11 @@ func (w *openingWatch) read(ctx context.Context, get func(...clientv3.OpOption) 
 // startWatch opens an etcd watch on key at the current revision and a
 // goroutine that reports its start revision, then delivers the first
 // matching event after the floor read sets, or EventLost, on a one-slot
-// channel.
-func (c *conn) startWatch(op, path, key string, opts []clientv3.OpOption,
+// channel. The watch lives with the session, but until read settles it, it
+// also ends with ctx, the call's: clientv3's Watch waits for the server to
+// take the watch, and a server that does not answer must not keep the call
+// past ctx.
+func (c *conn) startWatch(ctx context.Context, op, path, key string, opts []clientv3.OpOption,
 	match func(*clientv3.Event) (backend.EventType, bool)) (*openingWatch, error) {
 	c.mu.Lock()
 	if c.dead != nil {
@@ -152,6 +161,7 @@ func (c *conn) startWatch(op, path, key string, opts []clientv3.OpOption,
 	c.mu.Unlock()
 
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(c.ctx))
+	setup := context.AfterFunc(ctx, wcancel)
 	var (
 		stopMu  sync.Mutex
 		stopped bool
@@ -239,5 +249,5 @@ func (c *conn) startWatch(op, path, key string, opts []clientv3.OpOption,
 		wcancel()
 		<-finished
 	}
-	return &openingWatch{Watch: backend.NewWatch(ch, stop), created: created, floor: floor, failed: failed}, nil
+	return &openingWatch{Watch: backend.NewWatch(ch, stop), created: created, floor: floor, failed: failed, setup: setup}, nil
 }
