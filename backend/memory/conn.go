@@ -36,6 +36,7 @@ type conn struct {
 	endErr     error // what calls return once the state is stateEnded
 	alive      bool  // the server holds the session
 	failNext   bool
+	stalled    chan struct{} // closed at Unstall; nil unless stalled (Driver.Stall)
 	timer      clock.Timer   // the server-side timeout while disconnected
 	stopTimer  chan struct{} // ends the goroutine that waits for timer
 	ephemerals map[string]*node
@@ -51,6 +52,14 @@ const protectedLen = 40
 func (c *conn) SessionID() string                { return c.id }
 func (c *conn) Timeout() time.Duration           { return c.ttl }
 func (c *conn) Events() <-chan backend.ConnEvent { return c.events.C() }
+
+// unstall releases the calls a Stall holds. It must hold d.mu.
+func (c *conn) unstall() {
+	if c.stalled != nil {
+		close(c.stalled)
+		c.stalled = nil
+	}
+}
 
 // stopServerTimer stops the server-side timeout and ends its goroutine,
 // if one runs.
@@ -73,8 +82,21 @@ func validate(path string, data []byte) error {
 }
 
 // begin admits a request to the server: it must hold d.mu. It refuses a done
-// ctx and a disconnected or ended session, and counts the request.
+// ctx and a disconnected or ended session, and counts the request. While the
+// session is stalled it waits, with d.mu released, for Unstall or ctx.
 func (c *conn) begin(ctx context.Context, op, path string) error {
+	for ctx != nil && c.stalled != nil {
+		stalled := c.stalled
+		c.d.mu.Unlock()
+		select {
+		case <-stalled:
+		case <-ctx.Done():
+		}
+		c.d.mu.Lock()
+		if ctx.Err() != nil {
+			break
+		}
+	}
 	var err error
 	switch {
 	case ctx == nil:

@@ -42,8 +42,10 @@
 //
 // The Driver injects faults into a session, addressed by its
 // Conn.SessionID: Disconnect and Reconnect (the session times out on the
-// server TTL after the disconnect, by the Driver's clock), Expire, and
-// FailNextReply (a write is applied but its reply is lost). Stats counts
+// server TTL after the disconnect, by the Driver's clock), Expire,
+// FailNextReply (a write is applied but its reply is lost), and Stall and
+// Unstall (the server stops answering: calls wait, and are served when it
+// answers again). Stats counts
 // requests and watch notifications, so a recipe test can show that a handoff
 // wakes one waiter, not a herd.
 //

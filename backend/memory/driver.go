@@ -232,6 +232,39 @@ func (d *Driver) FailNextReply(id string) error {
 	return nil
 }
 
+// Stall makes the server stop answering the session, as a paused server or
+// a network that holds packets would: from now on its calls wait, and they
+// reach the server, in turn, at Unstall. A call whose ctx ends while it waits
+// returns ctx's error and never reaches the server. The Conn's state does
+// not change (a silence shorter than the client's timeouts); a session that
+// ends meanwhile releases its waiting calls, which then fail as after the
+// end. It fails if no connected session has that id.
+func (d *Driver) Stall(id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.sessions[id]
+	if c == nil || c.state != stateConnected {
+		return fmt.Errorf("memory: stall: no connected session %q", id)
+	}
+	if c.stalled == nil {
+		c.stalled = make(chan struct{})
+	}
+	return nil
+}
+
+// Unstall ends a Stall: the waiting calls reach the server. It fails if the
+// session is not stalled.
+func (d *Driver) Unstall(id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.sessions[id]
+	if c == nil || c.stalled == nil {
+		return fmt.Errorf("memory: unstall: no stalled session %q", id)
+	}
+	c.unstall()
+	return nil
+}
+
 // SetNextSequence sets the number the next sequential child of parent gets
 // (ZooKeeper's parent cversion), creating parent and its ancestors as
 // container nodes if they are missing. Later children count up from n and
@@ -296,6 +329,7 @@ func (d *Driver) end(c *conn, st backend.ConnState) {
 		err = coordkit.ErrClosed
 	}
 	c.state, c.endErr = stateEnded, err
+	c.unstall()
 	for w := range c.watches {
 		d.unarm(w)
 		w.held = nil

@@ -1,6 +1,7 @@
 package memory_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -303,6 +304,80 @@ func TestFailNextReply(t *testing.T) {
 		t.Errorf("Get with a lost reply pending: %v", err)
 	}
 	wantErr(t, w.c.Delete(ctx, "/f/plain2", backend.AnyVersion), backend.ErrConnectionLoss, "the write after a read")
+}
+
+// A stalled session's calls wait: one whose ctx ends never reaches the
+// server; the others are served at Unstall; the end of the session
+// releases them with its error.
+func TestStall(t *testing.T) {
+	w := newWorld(t)
+	id := w.c.SessionID()
+	if w.d.Stall("ffff") == nil {
+		t.Errorf("Stall of an unknown session: no error")
+	}
+	if w.d.Unstall(id) == nil {
+		t.Errorf("Unstall of a session not stalled: no error")
+	}
+	if err := w.d.Stall(id); err != nil {
+		t.Fatal(err)
+	}
+	before := w.d.SessionStats(id).Requests
+
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	_, err := w.c.Create(short, "/s/gave-up", nil, persistent)
+	wantErr(t, err, context.DeadlineExceeded, "a stalled create whose ctx ended")
+
+	type created struct {
+		n   backend.Node
+		err error
+	}
+	done := make(chan created, 1)
+	go func() {
+		n, err := w.c.Create(ctx, "/s/waited", nil, ephemeral)
+		done <- created{n, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("a stalled create returned: %+v, %v", r.n, r.err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	if _, err := w.other.Get(ctx, "/s/waited"); !errors.Is(err, backend.ErrNoNode) {
+		t.Errorf("the stalled create reached the server: %v", err)
+	}
+	if _, err := w.other.Create(ctx, "/s/other", nil, persistent); err != nil {
+		t.Errorf("another session is stalled too: %v", err)
+	}
+	if got := w.d.SessionStats(id).Requests - before; got != 0 {
+		t.Errorf("requests reached the server while stalled: %d", got)
+	}
+	if err := w.d.Unstall(id); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || r.n.Path != "/s/waited" {
+		t.Errorf("the create after Unstall: %+v, %v", r.n, r.err)
+	}
+	if w.exists("/s/gave-up") {
+		t.Errorf("the create whose ctx ended reached the server")
+	}
+	if got := w.d.SessionStats(id).Requests - before; got != 1 {
+		t.Errorf("requests after Unstall: %d, want 1", got)
+	}
+
+	// The session's end releases a stalled call with its error.
+	if err := w.d.Stall(id); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := w.c.Get(ctx, "/s/waited")
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let the Get wait (its outcome is the same if it has not yet)
+	if err := w.d.Expire(id); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, <-errc, coordkit.ErrSessionLost, "a stalled Get when the session expired")
 }
 
 // Sequence numbers are the parent's int32 child counter: they count deletes
