@@ -778,8 +778,9 @@ const edgeCancelIterations = 1000
 // random delay, half of them while another session holds the lock and
 // releases it after another random delay, so that cancellations land before,
 // during and after the grant. After each one, either we hold (then unlock)
-// or Lock returned ctx's error and nothing of the lock is left (mutex: at
-// once when Lock returns; fairlock: once its background clean-up is done).
+// or Lock returned ctx's error and nothing of the lock is left once the
+// background clean-up of a request in flight when ctx ended is done (both
+// locks return when ctx ends, not when the server answers).
 // No two holders ever overlap. At the end another session acquires at once
 // and the lock's directories are empty.
 func TestLockEdgeCancelAtRandomPoints(t *testing.T) {
@@ -838,9 +839,6 @@ func TestLockEdgeCancelAtRandomPoints(t *testing.T) {
 			left, err := r.residue(context.Background(), obs, path)
 			if err != nil {
 				t.Fatal(err)
-			}
-			if len(left) > 0 && r.cleanOnReturn {
-				t.Fatalf("iteration %d (granted %v): left behind when Lock and Unlock had returned: %v", i, g != nil, left)
 			}
 			if len(left) > 0 {
 				mxAwait(t, fmt.Sprintf("iteration %d: the clean-up of %v", i, left), func() bool {

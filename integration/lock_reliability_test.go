@@ -633,6 +633,147 @@ func TestLockReliabilityLongPartition(t *testing.T) {
 	})
 }
 
+// ---- a server that stops answering while a call waits on it -------------
+
+// silentDeadline is the deadline of the calls TestLockDeadlineServerSilent
+// makes while the server does not answer.
+const silentDeadline = 300 * time.Millisecond
+
+// TestLockDeadlineServerSilent: the server stops answering the session
+// while a call is in flight, for less than the session timeout T, in two
+// ways: the requests are lost (Blackhole; the connection is reset when it
+// ends) or only delayed (Pause; delivered and applied when it ends). Lock,
+// TryLock, fence.Set and Unlock under a 300ms deadline must return the deadline's error
+// then, not when the session is declared lost (the mutex used to wait for an
+// unanswered create: T on etcd, 5T/3 on ZooKeeper). Asserted, for each call
+// on a lock path of its own (the Unlock's guard arms its node watch during
+// the silence): it returns an error matching
+// context.DeadlineExceeded before the session could be Suspended (the
+// documented bound); after the silence (and the ZooKeeper session's
+// reconnection, when its connection was reset), what the call left finishes in the
+// background: a competitor session is granted the lock (the abandoned Lock
+// released what its delayed create made, the interrupted Unlock's release
+// went through) with a token above the released holder's; the session then
+// takes and releases the lock again; nothing of the three locks is left.
+func TestLockDeadlineServerSilent(t *testing.T) {
+	const T = 6 * time.Second
+	modes := []struct {
+		name      string
+		quiet     func(*integration.Proxy)
+		speakOnce func(*integration.Proxy)
+	}{
+		{"lost", (*integration.Proxy).Blackhole, (*integration.Proxy).Unblackhole},
+		{"delayed", (*integration.Proxy).Pause, (*integration.Proxy).Resume},
+	}
+	for _, bc := range backendCases {
+		for _, k := range lockRecipes {
+			for _, mode := range modes {
+				t.Run(bc.name+"/"+k.name+"/"+mode.name, func(t *testing.T) {
+					t.Parallel()
+					addrs := sharedAddrs(t, bc.name)
+					direct := bc.driver(t, addrs)
+					obs := observerConn(t, direct)
+					proxy := integration.NewProxy(t, addrs[0])
+					o := openObserved(t, bc.driver(t, []string{proxy.Addr()}), session.WithTTL(T))
+					s := o.s
+					compSession := lockSession(t, direct)
+					root := faultRoot(t)
+					bound := bc.suspendBound(T)
+
+					// silent runs call under silentDeadline while the server
+					// is silent and checks that it returns the deadline's
+					// error before the session could be Suspended; then the
+					// server speaks again.
+					silent := func(what string, call func(ctx context.Context) error) {
+						t.Helper()
+						mode.quiet(proxy)
+						ctx, cancel := context.WithTimeout(context.Background(), silentDeadline)
+						t0 := time.Now()
+						err := call(ctx)
+						took := time.Since(t0)
+						cancel()
+						mode.speakOnce(proxy)
+						if mode.name == "lost" && bc.name == "zookeeper" {
+							// The reset connection disconnects a ZooKeeper
+							// session. (The etcd driver's states follow its
+							// keepalives, which a 300ms silence does not
+							// miss.)
+							o.await(session.StateSuspended, bound+slack)
+							o.await(session.StateReconnected, T)
+						}
+						if !errors.Is(err, context.DeadlineExceeded) {
+							t.Fatalf("%s with the server silent = %v, want context.DeadlineExceeded", what, err)
+						}
+						if took >= bound {
+							t.Fatalf("%s returned %v after its %v deadline, not before the session could be Suspended (%v)", what, took, silentDeadline, bound)
+						}
+						t.Logf("BOUND %s %s, requests %s: %s under a %v deadline returned after %v", bc.name, k.name, mode.name, what, silentDeadline, took.Round(time.Millisecond))
+					}
+					// settled checks that the lock at path ends up free: the
+					// competitor is granted it with a token above floor and
+					// releases it; then s takes and releases it again.
+					settled := func(what, path string, l lockHandle, floor int64) {
+						t.Helper()
+						g := mustLock(t, k.open(t, compSession, path))
+						if g.Token() <= floor {
+							t.Fatalf("%s: the competitor's token %d is not above %d", what, g.Token(), floor)
+						}
+						mustUnlock(t, g)
+						mustUnlock(t, mustLock(t, l))
+					}
+
+					// Lock and TryLock, each on a path of its own.
+					lockPath, tryPath := root+"/lock", root+"/trylock"
+					for _, c := range []struct {
+						what, path string
+						call       func(lockHandle) func(context.Context) (lockGuard, error)
+					}{
+						{"Lock", lockPath, func(h lockHandle) func(context.Context) (lockGuard, error) { return h.lock }},
+						{"TryLock", tryPath, func(h lockHandle) func(context.Context) (lockGuard, error) { return h.tryLock }},
+					} {
+						h := k.open(t, s, c.path)
+						silent(c.what, func(ctx context.Context) error {
+							g, err := c.call(h)(ctx)
+							if g != nil {
+								g.Unlock(ctx)
+							}
+							return err
+						})
+						settled("after the abandoned "+c.what, c.path, h, 0)
+					}
+
+					unlockPath := root + "/unlock"
+					ul := k.open(t, s, unlockPath)
+					held := mustLock(t, ul)
+					data := root + "/data"
+					relNode(t, obs, data, "")
+					silent("fence.Set", func(ctx context.Context) error {
+						_, err := fence.Set(ctx, s.Conn(), held, data, []byte("x"), backend.AnyVersion)
+						return err
+					})
+					if held.Err() != nil {
+						// The reset connection suspended the session and
+						// the standard policy ended the hold: take it again.
+						mustUnlock(t, held)
+						held = mustLock(t, ul)
+					}
+					silent("Unlock", func(ctx context.Context) error {
+						// Done arms the guard's node watch, whose request goes
+						// out into the silence: the release must not wait for it.
+						held.Done()
+						return held.Unlock(ctx)
+					})
+					settled("after the interrupted Unlock", unlockPath, ul, held.Token())
+
+					for _, path := range []string{lockPath, tryPath, unlockPath} {
+						noLeftovers(t, obs, path)
+					}
+				})
+			}
+		}
+	}
+}
+
 // ---- row 4: the holder paused with SIGSTOP ----------------------------
 
 // lockChildEnv carries a lockChildSpec (JSON) to TestLockHolderChildProcess.

@@ -122,10 +122,6 @@ type lockRecipe struct {
 	// residue lists what of the lock exists on the server (cheaper than
 	// backendtest.Leftovers: for loops).
 	residue func(ctx context.Context, obs backend.Conn, path string) ([]string, error)
-	// cleanOnReturn: a failed Lock has deleted its nodes when it returns
-	// (mutex); otherwise it may leave the delete of a node whose create was
-	// in flight to a background goroutine (fairlock, see waitq).
-	cleanOnReturn bool
 	// freshTokens: every grant carries a token of its own (fairlock). A
 	// mutex process keeps its token across local handoffs.
 	freshTokens bool
@@ -149,7 +145,6 @@ var lockRecipes = []lockRecipe{
 			queued, err := childPaths(ctx, obs, backend.Join(path, mutex.QueueName))
 			return append(left, queued...), err
 		},
-		cleanOnReturn: true,
 	},
 	{
 		name:         "fairlock",

@@ -125,12 +125,20 @@ func (m *Mutex) Path() string { return m.path }
 // or coordkit.ErrClosed), or on an unexpected server error. While the session
 // is suspended Lock keeps waiting. A nil ctx returns an error matching
 // coordkit.ErrInvalidArgument.
+//
+// Lock returns when ctx ends even if the server does not answer. A request
+// in flight then is not abandoned: the process finishes the attempt in the
+// background and removes what it made (or releases the lock, should the
+// attempt get it) once the server answers, or the session ends. Until then
+// Inspect counts it as waiting, a TryLock of the process on the path returns
+// recipes.ErrLocked, and its Lock waits for it.
 func (m *Mutex) Lock(ctx context.Context) (*Guard, error) { return m.lock(ctx, false) }
 
 // TryLock takes the lock only if it is free: it returns recipes.ErrLocked at
 // once, without a round trip, if a goroutine of this process holds, waits
-// for, or is releasing the lock, and after one create of the owner node if
-// another process holds it. It never queues. Other errors are as for Lock.
+// for, or is releasing the lock (or an earlier call's attempt is still
+// finishing: see Lock), and after one create of the owner node if another
+// process holds it. It never queues. Other errors are as for Lock.
 func (m *Mutex) TryLock(ctx context.Context) (*Guard, error) { return m.lock(ctx, true) }
 
 func (m *Mutex) lock(ctx context.Context, try bool) (*Guard, error) {

@@ -113,7 +113,10 @@ var ephemeral = backend.CreateOptions{Ephemeral: true}
 // in flight (which would leave its node to be cleaned up later), so when
 // ctx ends the acquirer still knows what it made and removes it (a queue
 // node) or reports it (an owner node, which the loop releases) before it
-// returns.
+// returns. acquire therefore runs on a goroutine of its own (the loop's
+// helper, or the solo path's when ctx can end: see lockSolo) whenever its
+// caller must be able to return at ctx's end while a create waits for the
+// server.
 func (s *server) acquire(ctx context.Context, try, queue bool) (*acquisition, error) {
 	var backoff time.Duration
 	dctx := context.WithoutCancel(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -101,8 +102,52 @@ func (p *pathState) soloSnapshot(s *Snapshot) {
 }
 
 // lockSolo is Mutex.lock on the solo path.
+//
+// Creates are never abandoned in flight (see server.acquire), so a create
+// the server does not answer would keep its caller past ctx's end, until
+// the connection is declared lost. Under a ctx that can end, the acquisition
+// therefore runs on a goroutine of the path state and the caller waits for
+// it or for ctx: when ctx ends first, Lock returns at once and the goroutine
+// finishes the attempt in the background, releases what it got, and only
+// then lets the path state go (or hands it to the loop). Under a ctx that
+// can never end (context.Background) nothing is waited for but the
+// acquisition itself, which then runs on the caller's goroutine.
 func (p *pathState) lockSolo(ctx context.Context, m *Mutex, try bool, op string) (*Guard, error) {
-	acq, err := p.srv.acquire(ctx, try, false)
+	if ctx.Done() == nil {
+		acq, err := p.srv.acquire(ctx, try, false)
+		return p.soloAcquired(ctx, m, try, op, acq, err)
+	}
+	ch := make(chan soloAttempt, 1)
+	var claimed atomic.Bool
+	p.spawn(func() {
+		acq, err := p.srv.acquire(ctx, try, false)
+		if claimed.CompareAndSwap(false, true) {
+			ch <- soloAttempt{acq, err}
+			return
+		}
+		p.soloAbandoned(acq)
+	})
+	select {
+	case r := <-ch:
+		return p.soloAcquired(ctx, m, try, op, r.acq, r.err)
+	case <-ctx.Done():
+		if claimed.CompareAndSwap(false, true) {
+			return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, ctxErr(ctx))
+		}
+		r := <-ch
+		return p.soloAcquired(ctx, m, try, op, r.acq, r.err)
+	}
+}
+
+// soloAttempt is the outcome of a solo acquisition.
+type soloAttempt struct {
+	acq *acquisition
+	err error
+}
+
+// soloAcquired ends a solo Lock whose caller is still there with the
+// acquisition's outcome.
+func (p *pathState) soloAcquired(ctx context.Context, m *Mutex, try bool, op string, acq *acquisition, err error) (*Guard, error) {
 	if err == nil && ctx.Err() != nil {
 		// Granted as ctx ended: nobody wants it (as the loop does with a
 		// grant that crosses a cancellation).
@@ -130,6 +175,20 @@ func (p *pathState) lockSolo(ctx context.Context, m *Mutex, try bool, op string)
 	}
 	res := <-r.reply
 	return res.g, nil
+}
+
+// soloAbandoned ends a solo acquisition whose Lock has returned (its ctx
+// ended first): what it got is released, then the state leaves the registry
+// or goes to the loop.
+func (p *pathState) soloAbandoned(acq *acquisition) {
+	var contended bool
+	if acq != nil {
+		var err error
+		if contended, err = p.srv.release(nil, acq); err != nil {
+			p.log.Warn("could not release a grant nobody wanted", zap.Error(err))
+		}
+	}
+	p.soloReleased(contended)
 }
 
 // unlockSolo is Guard.Unlock of a solo Guard. It reports false, doing

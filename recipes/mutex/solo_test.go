@@ -201,3 +201,71 @@ func TestSoloUnlockBoundedByContext(t *testing.T) {
 	waitFor(t, "the solo state to leave", func() bool { snap := m.Inspect(); return !snap.Held && snap.Waiting == 0 })
 	w.empty()
 }
+
+// TestSoloLockBoundedByContext: the server stops answering (Stall) while a
+// solo Lock's (or TryLock's) create is in flight. The call returns when its
+// ctx ends, not when the server answers again; the abandoned attempt goes
+// on in the background. Meanwhile a local TryLock is refused with no request
+// and a local Lock waits for the attempt. When the server answers, the
+// attempt's owner node is released (not granted to anybody), the waiting
+// Lock gets the lock with a later create, and nothing is left.
+func TestSoloLockBoundedByContext(t *testing.T) {
+	for _, try := range []bool{false, true} {
+		name := "Lock"
+		if try {
+			name = "TryLock"
+		}
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			s := w.session()
+			m := w.mutex(s)
+			if err := w.Drv.Stall(s.ID()); err != nil {
+				t.Fatal(err)
+			}
+			short, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer stop()
+			errc := make(chan error, 1)
+			go func() {
+				var err error
+				if try {
+					_, err = m.TryLock(short)
+				} else {
+					_, err = m.Lock(short)
+				}
+				errc <- err
+			}()
+			select {
+			case err := <-errc:
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("%s whose ctx ended while the server was silent: %v, want DeadlineExceeded", name, err)
+				}
+			case <-time.After(timeout):
+				t.Fatalf("%s did not return within %v of its ctx's end while the server was silent", name, timeout)
+			}
+			if snap := m.Inspect(); snap.Waiting != 1 || snap.Held {
+				t.Fatalf("Inspect while the abandoned attempt goes on: %+v", snap)
+			}
+			before := w.Drv.SessionStats(s.ID()).Requests
+			if _, err := m.TryLock(context.Background()); !errors.Is(err, recipes.ErrLocked) {
+				t.Fatalf("local TryLock while an abandoned attempt goes on: %v, want ErrLocked", err)
+			}
+			got := lockAsync(t, m)
+			waitFor(t, "the local Lock to wait", func() bool { return m.Inspect().Waiting == 2 })
+			if err := w.Drv.Unstall(s.ID()); err != nil {
+				t.Fatal(err)
+			}
+			g := granted(t, got)
+			// The abandoned create, its release, the waiting Lock's create.
+			if got := w.Drv.SessionStats(s.ID()).Requests - before; got < 3 {
+				t.Errorf("after the refused TryLock: %d requests, want at least 3", got)
+			}
+			n, ok := w.owner()
+			if !ok || n.Token != g.Token() {
+				t.Fatalf("owner node %+v (exists %v), the local Lock's token %d", n, ok, g.Token())
+			}
+			unlock(t, g)
+			waitFor(t, "the path state to leave", func() bool { return m.Inspect() == (mutex.Snapshot{}) })
+			w.empty()
+		})
+	}
+}
