@@ -214,10 +214,12 @@ type created struct {
 	err  error
 }
 
-// create runs CreateAndList under a context detached from ctx, bounded by
-// the session timeout and the session's life. If ctx ends first, create
-// returns at once and the goroutine that waits for the outcome deletes the
-// node, if one was made.
+// create runs CreateAndList under a context detached from ctx: the create
+// is never cut off, so its outcome is always known (the drivers end a call
+// when the session ends). If ctx ends first, create returns at once and the
+// goroutine that waits for the outcome deletes the node, if one was made.
+// (A context that can never end, as the detached one, also lets the
+// ZooKeeper driver run the call on that goroutine rather than start its own.)
 func (e *Entry) create(ctx context.Context) (backend.Node, []backend.Node, error) {
 	path := backend.Join(e.spec.Dir, e.spec.Name)
 	opts := backend.CreateOptions{Ephemeral: true, Sequential: true, Protected: true}
@@ -225,13 +227,10 @@ func (e *Entry) create(ctx context.Context) (backend.Node, []backend.Node, error
 		// Never cancelled: nothing to detach from.
 		return e.conn.CreateAndList(ctx, path, e.spec.Data, opts)
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.sess.Timeout())
-	stop := context.AfterFunc(e.sess.Context(), cancel)
+	cctx := context.WithoutCancel(ctx)
 	ch := make(chan created, 1)
 	var claimed atomic.Bool
 	go func() {
-		defer cancel()
-		defer stop()
 		n, kids, err := e.conn.CreateAndList(cctx, path, e.spec.Data, opts)
 		if claimed.CompareAndSwap(false, true) {
 			ch <- created{n, kids, err}
