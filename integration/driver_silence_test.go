@@ -15,10 +15,11 @@ import (
 // talks to the server returns ctx's error when ctx ends first (backend.Conn),
 // checked on both drivers while the server does not answer: the session's
 // traffic is paused (held, delivered when the pause ends), so every request
-// is in flight when the call's 300ms deadline passes. Each call must return
-// an error matching context.DeadlineExceeded before the session could be
-// Suspended (the documented bound), not when the server answers again. After
-// the pause the session is still connected and serves calls.
+// is in flight when the call's 300ms deadline passes. Each call, and opening
+// a session, must return an error matching context.DeadlineExceeded before
+// the session could be Suspended (the documented bound), not when the server
+// answers again. After the pauses the session is still connected and serves
+// calls.
 func TestDriverCallsServerSilent(t *testing.T) {
 	// The pauses add up to more than 3s: T leaves the keepalives room.
 	const T = 15 * time.Second
@@ -28,7 +29,34 @@ func TestDriverCallsServerSilent(t *testing.T) {
 			addrs := sharedAddrs(t, bc.name)
 			obs := observerConn(t, bc.driver(t, addrs))
 			proxy := integration.NewProxy(t, addrs[0])
-			o := openObserved(t, bc.driver(t, []string{proxy.Addr()}), session.WithTTL(T))
+			drv := bc.driver(t, []string{proxy.Addr()})
+			bound := bc.suspendBound(T)
+			// silent runs call under silentDeadline with the session's
+			// traffic paused, and checks that it returns the deadline's
+			// error before the session could be Suspended.
+			silent := func(what string, call func(ctx context.Context) error) {
+				t.Helper()
+				proxy.Pause()
+				cctx, ccancel := context.WithTimeout(context.Background(), silentDeadline)
+				t0 := time.Now()
+				err := call(cctx)
+				took := time.Since(t0)
+				ccancel()
+				proxy.Resume()
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("%s with the server silent = %v, want context.DeadlineExceeded", what, err)
+				} else if took >= bound {
+					t.Errorf("%s returned %v after its %v deadline, not before the session could be Suspended (%v)", what, took, silentDeadline, bound)
+				}
+			}
+			silent("session.New", func(ctx context.Context) error {
+				s, err := session.New(ctx, drv, session.WithTTL(T))
+				if err == nil {
+					s.Close(context.Background())
+				}
+				return err
+			})
+			o := openObserved(t, drv, session.WithTTL(T))
 			c := o.s.Conn()
 			root := faultRoot(t)
 			data := root + "/data"
@@ -92,20 +120,8 @@ func TestDriverCallsServerSilent(t *testing.T) {
 					return err
 				}})
 			}
-			bound := bc.suspendBound(T)
 			for _, cl := range calls {
-				proxy.Pause()
-				cctx, ccancel := context.WithTimeout(context.Background(), silentDeadline)
-				t0 := time.Now()
-				err := cl.call(cctx)
-				took := time.Since(t0)
-				ccancel()
-				proxy.Resume()
-				if !errors.Is(err, context.DeadlineExceeded) {
-					t.Errorf("%s with the server silent = %v, want context.DeadlineExceeded", cl.name, err)
-				} else if took >= bound {
-					t.Errorf("%s returned %v after its %v deadline, not before the session could be Suspended (%v)", cl.name, took, silentDeadline, bound)
-				}
+				silent(cl.name, cl.call)
 			}
 			if st := o.s.State(); st != session.StateConnected {
 				t.Fatalf("the session is %v after the pauses, want Connected", st)
