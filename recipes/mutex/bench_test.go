@@ -35,9 +35,22 @@ func reportRequests(b *testing.B, drv *memory.Driver, before memory.Stats) {
 
 // BenchmarkUncontended is one goroutine locking and unlocking.
 func BenchmarkUncontended(b *testing.B) {
+	benchUncontended(b, context.Background())
+}
+
+// BenchmarkUncontendedCancellable is BenchmarkUncontended under a context
+// that can end, as a request's: Lock then runs its acquisition on another
+// goroutine so that it can return at the context's end (see Mutex.Lock),
+// and Unlock bounds its release by it.
+func BenchmarkUncontendedCancellable(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	benchUncontended(b, ctx)
+}
+
+func benchUncontended(b *testing.B, ctx context.Context) {
 	drv, ms := benchMutexes(b, 1)
 	m := ms[0]
-	ctx := context.Background()
 	before := drv.Stats()
 	for b.Loop() {
 		g, err := m.Lock(ctx)

@@ -11,6 +11,7 @@ import (
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/detach"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -78,6 +79,9 @@ type Mutex struct {
 	// srv is the server side of the lock, which every state of the path
 	// made for this Mutex copies (see newPathState).
 	srv *server
+	// runner runs the acquisitions of Lock calls that must be able to
+	// return before their attempt is done (see lockSolo).
+	runner *detach.Runner
 }
 
 // New returns the lock at path on the session's backend. It validates its
@@ -107,6 +111,7 @@ func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {
 	}
 	m := &Mutex{sess: s, path: path, opts: o, log: o.log.With(zap.String("mutex", path))}
 	m.srv = newServer(s, path, m.log)
+	m.runner = detach.New(s.Context().Done())
 	m.locker = &locker{m: m}
 	return m, nil
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/detach"
 )
 
 // The solo path: the uncontended case without the loop. A Lock on a path
@@ -106,37 +106,30 @@ func (p *pathState) soloSnapshot(s *Snapshot) {
 // Creates are never abandoned in flight (see server.acquire), so a create
 // the server does not answer would keep its caller past ctx's end, until
 // the connection is declared lost. Under a ctx that can end, the acquisition
-// therefore runs on a goroutine of the path state and the caller waits for
-// it or for ctx: when ctx ends first, Lock returns at once and the goroutine
-// finishes the attempt in the background, releases what it got, and only
-// then lets the path state go (or hands it to the loop). Under a ctx that
-// can never end (context.Background) nothing is waited for but the
-// acquisition itself, which then runs on the caller's goroutine.
+// therefore runs on another goroutine (the Mutex's detach.Runner) and the
+// caller waits for it or for ctx: when ctx ends first, Lock returns at once
+// and the goroutine finishes the attempt in the background, releases what
+// it got, and only then lets the path state go (or hands it to the loop).
+// Under a ctx that can never end (context.Background) nothing is waited for
+// but the acquisition itself, which then runs on the caller's goroutine.
 func (p *pathState) lockSolo(ctx context.Context, m *Mutex, try bool, op string) (*Guard, error) {
 	if ctx.Done() == nil {
 		acq, err := p.srv.acquire(ctx, try, false)
 		return p.soloAcquired(ctx, m, try, op, acq, err)
 	}
-	ch := make(chan soloAttempt, 1)
-	var claimed atomic.Bool
-	p.spawn(func() {
+	p.wg.Add(1) // until the attempt is handed back, or abandoned and undone
+	r, ok := detach.Call(ctx, m.runner, func() soloAttempt {
 		acq, err := p.srv.acquire(ctx, try, false)
-		if claimed.CompareAndSwap(false, true) {
-			ch <- soloAttempt{acq, err}
-			return
-		}
-		p.soloAbandoned(acq)
+		return soloAttempt{acq, err}
+	}, func(r soloAttempt) {
+		defer p.wg.Done()
+		p.soloAbandoned(r.acq)
 	})
-	select {
-	case r := <-ch:
-		return p.soloAcquired(ctx, m, try, op, r.acq, r.err)
-	case <-ctx.Done():
-		if claimed.CompareAndSwap(false, true) {
-			return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, ctxErr(ctx))
-		}
-		r := <-ch
-		return p.soloAcquired(ctx, m, try, op, r.acq, r.err)
+	if !ok {
+		return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, ctxErr(ctx))
 	}
+	p.wg.Done()
+	return p.soloAcquired(ctx, m, try, op, r.acq, r.err)
 }
 
 // soloAttempt is the outcome of a solo acquisition.

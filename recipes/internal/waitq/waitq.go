@@ -58,7 +58,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -66,6 +65,7 @@ import (
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/detach"
 	"github.com/coordkit/coordkit/recipes/internal/retry"
 	"github.com/coordkit/coordkit/session"
 )
@@ -94,6 +94,10 @@ type Spec struct {
 	Decide func(queue []backend.Node, ours int) int
 	// Log receives debug lines and warnings. Nil logs nothing.
 	Log *zap.Logger
+	// Runner runs the create of a Join whose ctx can end, so that Join can
+	// return at ctx's end while the create waits for the server (see
+	// package detach). Nil starts a goroutine for each such create.
+	Runner *detach.Runner
 }
 
 // FormatSeq formats a sequence number as ZooKeeper appends it to a name:
@@ -228,30 +232,20 @@ func (e *Entry) create(ctx context.Context) (backend.Node, []backend.Node, error
 		return e.conn.CreateAndList(ctx, path, e.spec.Data, opts)
 	}
 	cctx := context.WithoutCancel(ctx)
-	ch := make(chan created, 1)
-	var claimed atomic.Bool
-	go func() {
+	r, ok := detach.Call(ctx, e.spec.Runner, func() created {
 		n, kids, err := e.conn.CreateAndList(cctx, path, e.spec.Data, opts)
-		if claimed.CompareAndSwap(false, true) {
-			ch <- created{n, kids, err}
-			return
-		}
+		return created{n, kids, err}
+	}, func(r created) {
 		// The caller has gone: undo the create.
-		if err == nil {
-			e.log.Debug("deleting the node of an abandoned join", zap.String("node", n.Path))
-			removeUntilSessionEnds(e.sess, n, e.log)
+		if r.err == nil {
+			e.log.Debug("deleting the node of an abandoned join", zap.String("node", r.n.Path))
+			removeUntilSessionEnds(e.sess, r.n, e.log)
 		}
-	}()
-	select {
-	case r := <-ch:
-		return r.n, r.kids, r.err
-	case <-ctx.Done():
-		if claimed.CompareAndSwap(false, true) {
-			return backend.Node{}, nil, ctxErr(ctx)
-		}
-		r := <-ch
-		return r.n, r.kids, r.err
+	})
+	if !ok {
+		return backend.Node{}, nil, ctxErr(ctx)
 	}
+	return r.n, r.kids, r.err
 }
 
 // Node returns the participant's node, with its Token and Version from the
