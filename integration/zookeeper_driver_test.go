@@ -226,8 +226,8 @@ func (d *lossyDialer) drainRequests() {
 	}
 }
 
-// waitRequests waits (bounded) until the client has written a request with
-// each of the opcodes ops since the last drainRequests.
+// waitRequests waits (bounded) until the client has written, or is writing,
+// a request with each of the opcodes ops since the last drainRequests.
 func (d *lossyDialer) waitRequests(t *testing.T, within time.Duration, ops ...int32) {
 	t.Helper()
 	timer := time.NewTimer(within)
@@ -261,17 +261,19 @@ type lossyConn struct {
 // Write reports the opcode of each ZooKeeper request (go-zookeeper writes
 // one request per call: length, xid, opcode, body).
 func (c *lossyConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	if err != nil || !c.d.zk || !c.greeted.Swap(true) || len(b) < 12 {
-		return n, err
-	}
-	if op := int32(binary.BigEndian.Uint32(b[8:12])); op != zkOpPing {
-		select {
-		case c.d.requests <- op:
-		default:
+	// The opcode is recorded before the request is written: once written,
+	// the reply can come back, and the call return, before this goroutine
+	// runs again, and a test that drains the record then would count the
+	// request in its next window.
+	if c.d.zk && c.greeted.Swap(true) && len(b) >= 12 {
+		if op := int32(binary.BigEndian.Uint32(b[8:12])); op != zkOpPing {
+			select {
+			case c.d.requests <- op:
+			default:
+			}
 		}
 	}
-	return n, err
+	return c.Conn.Write(b)
 }
 
 // Read discards what the server sends once the connection is lossy.
