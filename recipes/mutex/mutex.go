@@ -79,8 +79,8 @@ type Mutex struct {
 	// srv is the server side of the lock, which every state of the path
 	// made for this Mutex copies (see newPathState).
 	srv *server
-	// runner runs the acquisitions of Lock calls that must be able to
-	// return before their attempt is done (see lockSolo).
+	// runner, the session's, runs the acquisitions of Lock calls that must
+	// be able to return before their attempt is done (see lockSolo).
 	runner *detach.Runner
 }
 
@@ -111,7 +111,7 @@ func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {
 	}
 	m := &Mutex{sess: s, path: path, opts: o, log: o.log.With(zap.String("mutex", path))}
 	m.srv = newServer(s, path, m.log)
-	m.runner = detach.New(s.Context().Done())
+	m.runner = detach.For(s)
 	m.locker = &locker{m: m}
 	return m, nil
 }

@@ -4,7 +4,9 @@
 // context ends. Such a call hands the work to another goroutine and waits for
 // it or for its context. A Runner keeps one idle goroutine for the next such
 // call, so that an uncontended Lock pays neither a goroutine's start nor the
-// growth of its stack (a server call runs deep) every time.
+// growth of its stack (a server call runs deep) every time. The recipes on a
+// session share its Runner (For), so that a process keeps at most one idle
+// goroutine per session, however many lock handles it makes.
 package detach
 
 import (
@@ -12,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coordkit/coordkit/session"
 )
 
 // IdleTimeout is how long a Runner's idle goroutine waits for work before it
@@ -36,6 +40,37 @@ type worker struct {
 
 // New returns a Runner whose goroutines exit, once idle, when done is closed.
 func New(done <-chan struct{}) *Runner { return &Runner{done: done, idleFor: IdleTimeout} }
+
+// sessions holds the Runner of each live session that has used one (For). An
+// entry leaves when its session ends.
+var sessions = struct {
+	sync.Mutex
+	runners map[*session.Session]*Runner
+}{runners: map[*session.Session]*Runner{}}
+
+// For returns the Runner the recipes share on session s: its goroutines exit
+// when s ends, and so does its entry here. Recipes take it when a lock handle
+// is made, so that handles made per call (which are cheap) share one idle
+// goroutine.
+func For(s *session.Session) *Runner {
+	sessions.Lock()
+	defer sessions.Unlock()
+	if r := sessions.runners[s]; r != nil {
+		return r
+	}
+	ctx := s.Context()
+	r := New(ctx.Done())
+	if ctx.Err() != nil {
+		return r // ended: its goroutines exit after their work
+	}
+	sessions.runners[s] = r
+	context.AfterFunc(ctx, func() {
+		sessions.Lock()
+		delete(sessions.runners, s)
+		sessions.Unlock()
+	})
+	return r
+}
 
 // Go runs f on r's idle goroutine, or on a new one if none is idle. A nil
 // Runner starts a new goroutine every time.

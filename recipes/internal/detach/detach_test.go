@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/coordkit/coordkit/recipes/internal/locktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -132,5 +134,36 @@ func TestCall(t *testing.T) {
 	close(release)
 	if v := <-got; v != 9 {
 		t.Fatalf("abandoned got %d, want 9", v)
+	}
+}
+
+// The recipes on one session share a Runner; another session has its own;
+// a session's entry leaves when it ends, and its idle goroutine exits.
+func TestFor(t *testing.T) {
+	drv := locktest.NewDriver(t)
+	a, b := locktest.OpenSession(t, drv), locktest.OpenSession(t, drv)
+	ra := For(a)
+	if For(a) != ra {
+		t.Fatal("two Runners for one session")
+	}
+	if For(b) == ra {
+		t.Fatal("two sessions share a Runner")
+	}
+	ran := make(chan struct{})
+	ra.Go(func() { close(ran) })
+	<-ran
+	idleWorker(t, ra)
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitNoIdle(t, ra)
+	locktest.Eventually(t, 10*time.Second, "the ended session's entry to leave", func() bool {
+		sessions.Lock()
+		defer sessions.Unlock()
+		_, ok := sessions.runners[a]
+		return !ok
+	})
+	if For(a) == ra {
+		t.Fatal("an ended session's Runner was kept")
 	}
 }
