@@ -481,9 +481,9 @@ func (e *Entry) Leave() {
 }
 
 // Remove deletes n, a queue node created on s (see Delete). The first
-// attempt is bounded by ctx if it is live (and by the session timeout if ctx
-// has no deadline), else by a fresh context bounded by the session timeout;
-// it is skipped while the session is suspended. If
+// attempt is bounded by ctx if it is live, and in any case by the drivers,
+// which end a call when the connection or the session is lost; it is
+// skipped while the session is suspended. If
 // that attempt cannot tell whether the node is gone (connection loss, ctx
 // ended), Remove goes on in the background, retrying once the session
 // reconnects, until the delete is done or the session ends (the server then
@@ -500,13 +500,9 @@ func Remove(ctx context.Context, s *session.Session, n backend.Node, log *zap.Lo
 		err = fmt.Errorf("session suspended: %w", backend.ErrConnectionLoss)
 	} else {
 		if ctx == nil || ctx.Err() != nil {
+			// A context that can never end also lets the ZooKeeper
+			// driver make the call on this goroutine.
 			ctx = context.Background()
-		}
-		var cancel context.CancelFunc
-		if _, ok := ctx.Deadline(); ok {
-			ctx, cancel = context.WithCancel(ctx)
-		} else {
-			ctx, cancel = context.WithTimeout(ctx, s.Timeout())
 		}
 		err = Delete(ctx, s.Conn(), n)
 		if errors.Is(err, backend.ErrConnectionLoss) && ctx.Err() == nil && s.State() != session.StateSuspended {
@@ -514,7 +510,6 @@ func Remove(ctx context.Context, s *session.Session, n backend.Node, log *zap.Lo
 			// a retry that finds the node gone is a success.
 			err = Delete(ctx, s.Conn(), n)
 		}
-		cancel()
 		if err == nil {
 			return true, nil
 		}
