@@ -14,6 +14,7 @@ import (
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/internal/detach"
 )
 
 // conn is one ZooKeeper session: the backend.Conn returned by Driver.Open.
@@ -59,6 +60,7 @@ type conn struct {
 	closeDone chan struct{} // Close has finished
 
 	wg     sync.WaitGroup // every goroutine of ours that calls go-zookeeper
+	runner *detach.Runner // where goTracked runs them; its idle goroutine exits once dead is closed
 	events *backend.EventQueue
 }
 
@@ -80,6 +82,7 @@ func newConn(d *Driver, ttl time.Duration) *conn {
 	}
 	c.dialCtx, c.dialCancel = context.WithCancel(context.Background())
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	c.runner = detach.New(c.dead)
 	return c
 }
 
@@ -366,7 +369,10 @@ func (c *conn) waitConnected(ctx context.Context) error {
 	}
 }
 
-// goTracked runs f on a goroutine that Close waits for. It reports false,
+// goTracked runs f on a goroutine that Close waits for (until f returns).
+// The goroutine is the conn's idle one when there is one (see package
+// detach): a call under a context that can end, which runs here, then pays
+// neither a goroutine's start nor its stack's growth. It reports false,
 // without running f, once Close is waiting.
 func (c *conn) goTracked(f func()) bool {
 	c.mu.Lock()
@@ -376,10 +382,10 @@ func (c *conn) goTracked(f func()) bool {
 	}
 	c.wg.Add(1)
 	c.mu.Unlock()
-	go func() {
+	c.runner.Go(func() {
 		defer c.wg.Done()
 		f()
-	}()
+	})
 	return true
 }
 

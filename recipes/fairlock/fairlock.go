@@ -11,8 +11,8 @@ import (
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/internal/detach"
 	"github.com/coordkit/coordkit/recipes"
-	"github.com/coordkit/coordkit/recipes/internal/detach"
 	"github.com/coordkit/coordkit/recipes/internal/hold"
 	"github.com/coordkit/coordkit/recipes/internal/waitq"
 	"github.com/coordkit/coordkit/session"
@@ -83,7 +83,7 @@ func New(s *session.Session, path string, opts ...Option) (*Lock, error) {
 			Member: waitq.NamedMember(NodeName),
 			Decide: waitq.Predecessor(1),
 			Log:    log,
-			Runner: detach.For(s),
+			Runner: detach.For(s, s.Context()),
 		},
 	}, nil
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/internal/detach"
 	"github.com/coordkit/coordkit/recipes"
-	"github.com/coordkit/coordkit/recipes/internal/detach"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -111,7 +111,7 @@ func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {
 	}
 	m := &Mutex{sess: s, path: path, opts: o, log: o.log.With(zap.String("mutex", path))}
 	m.srv = newServer(s, path, m.log)
-	m.runner = detach.For(s)
+	m.runner = detach.For(s, s.Context())
 	m.locker = &locker{m: m}
 	return m, nil
 }

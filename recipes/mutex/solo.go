@@ -7,8 +7,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/coordkit/coordkit/internal/detach"
 	"github.com/coordkit/coordkit/recipes"
-	"github.com/coordkit/coordkit/recipes/internal/detach"
 )
 
 // The solo path: the uncontended case without the loop. A Lock on a path

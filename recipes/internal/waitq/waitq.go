@@ -64,8 +64,8 @@ import (
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/internal/detach"
 	"github.com/coordkit/coordkit/recipes"
-	"github.com/coordkit/coordkit/recipes/internal/detach"
 	"github.com/coordkit/coordkit/recipes/internal/retry"
 	"github.com/coordkit/coordkit/session"
 )

@@ -6,7 +6,9 @@
 // call, so that an uncontended Lock pays neither a goroutine's start nor the
 // growth of its stack (a server call runs deep) every time. The recipes on a
 // session share its Runner (For), so that a process keeps at most one idle
-// goroutine per session, however many lock handles it makes.
+// goroutine per session, however many lock handles it makes; the ZooKeeper
+// driver keeps one per connection for its calls under a context that can
+// end.
 package detach
 
 import (
@@ -14,8 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/coordkit/coordkit/session"
 )
 
 // IdleTimeout is how long a Runner's idle goroutine waits for work before it
@@ -41,33 +41,32 @@ type worker struct {
 // New returns a Runner whose goroutines exit, once idle, when done is closed.
 func New(done <-chan struct{}) *Runner { return &Runner{done: done, idleFor: IdleTimeout} }
 
-// sessions holds the Runner of each live session that has used one (For). An
-// entry leaves when its session ends.
-var sessions = struct {
+// shared holds the Runners that For hands out, each until its lifetime
+// ends.
+var shared = struct {
 	sync.Mutex
-	runners map[*session.Session]*Runner
-}{runners: map[*session.Session]*Runner{}}
+	runners map[any]*Runner
+}{runners: map[any]*Runner{}}
 
-// For returns the Runner the recipes share on session s: its goroutines exit
-// when s ends, and so does its entry here. Recipes take it when a lock handle
-// is made, so that handles made per call (which are cheap) share one idle
-// goroutine.
-func For(s *session.Session) *Runner {
-	sessions.Lock()
-	defer sessions.Unlock()
-	if r := sessions.runners[s]; r != nil {
+// For returns the Runner shared by every caller with the same key (the
+// recipes use their session): its goroutines exit when lifetime ends, and so
+// does its entry here. Recipes take it when a lock handle is made, so that
+// handles made per call (which are cheap) share one idle goroutine.
+func For(key any, lifetime context.Context) *Runner {
+	shared.Lock()
+	defer shared.Unlock()
+	if r := shared.runners[key]; r != nil {
 		return r
 	}
-	ctx := s.Context()
-	r := New(ctx.Done())
-	if ctx.Err() != nil {
+	r := New(lifetime.Done())
+	if lifetime.Err() != nil {
 		return r // ended: its goroutines exit after their work
 	}
-	sessions.runners[s] = r
-	context.AfterFunc(ctx, func() {
-		sessions.Lock()
-		delete(sessions.runners, s)
-		sessions.Unlock()
+	shared.runners[key] = r
+	context.AfterFunc(lifetime, func() {
+		shared.Lock()
+		delete(shared.runners, key)
+		shared.Unlock()
 	})
 	return r
 }

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/coordkit/coordkit/recipes/internal/locktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -137,33 +135,41 @@ func TestCall(t *testing.T) {
 	}
 }
 
-// The recipes on one session share a Runner; another session has its own;
-// a session's entry leaves when it ends, and its idle goroutine exits.
+// Callers with one key share a Runner; another key has its own; an entry
+// leaves when its lifetime ends, and its idle goroutine exits.
 func TestFor(t *testing.T) {
-	drv := locktest.NewDriver(t)
-	a, b := locktest.OpenSession(t, drv), locktest.OpenSession(t, drv)
-	ra := For(a)
-	if For(a) != ra {
-		t.Fatal("two Runners for one session")
+	type session struct{ name string }
+	a, b := &session{"a"}, &session{"b"}
+	actx, aend := context.WithCancel(context.Background())
+	bctx, bend := context.WithCancel(context.Background())
+	defer bend()
+	ra := For(a, actx)
+	if For(a, actx) != ra {
+		t.Fatal("two Runners for one key")
 	}
-	if For(b) == ra {
-		t.Fatal("two sessions share a Runner")
+	if For(b, bctx) == ra {
+		t.Fatal("two keys share a Runner")
 	}
 	ran := make(chan struct{})
 	ra.Go(func() { close(ran) })
 	<-ran
 	idleWorker(t, ra)
-	if err := a.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	aend()
 	waitNoIdle(t, ra)
-	locktest.Eventually(t, 10*time.Second, "the ended session's entry to leave", func() bool {
-		sessions.Lock()
-		defer sessions.Unlock()
-		_, ok := sessions.runners[a]
-		return !ok
-	})
-	if For(a) == ra {
-		t.Fatal("an ended session's Runner was kept")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		shared.Lock()
+		_, ok := shared.runners[a]
+		shared.Unlock()
+		if !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the ended key's entry did not leave")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if For(a, actx) == ra {
+		t.Fatal("a Runner whose lifetime ended was kept")
 	}
 }
