@@ -464,9 +464,20 @@ func testParentStamps(e *env) {
 			e.t.Fatalf("Delete(%s): %v", dir, err)
 		}
 	}
+	// caughtUp makes other's reads see every write acknowledged so far: on
+	// a ZooKeeper ensemble other's member may not have applied c's writes
+	// yet (a session reads its own writes at once, others' eventually),
+	// but it has applied them once it answers a write of other's.
+	barrier := e.path("stamp-barrier")
+	e.create(other, barrier, "", eph)
+	caughtUp := func() {
+		e.t.Helper()
+		e.set(other, barrier, "")
+	}
 	// holds checks that dir holds exactly want and its pin.
 	holds := func(what string, want backend.Node, st backend.Stamp) {
 		e.t.Helper()
+		caughtUp()
 		got := paths(e.children(other, dir))
 		slices.Sort(got)
 		exp := []string{want.Path, st.Pin}
@@ -482,6 +493,7 @@ func testParentStamps(e *env) {
 	if err != nil {
 		e.t.Fatalf("CreateStamped under a missing parent: %v", err)
 	}
+	caughtUp()
 	got := e.get(other, p)
 	if n1.Path != p || n1.Token <= 0 || n1.Token != got.Token || n1.Version != got.Version ||
 		n1.Owner != c.SessionID() || string(got.Data) != string(data("v0")) {
@@ -503,6 +515,7 @@ func testParentStamps(e *env) {
 	if err := ps.DeleteStamped(e.ctx, p, n1.Version, s1); err != nil {
 		e.t.Fatalf("DeleteStamped: %v", err)
 	}
+	caughtUp()
 	if kids := e.children(other, dir); len(kids) != 0 {
 		e.t.Errorf("after DeleteStamped %s holds %q", dir, paths(kids))
 	}
@@ -573,6 +586,7 @@ func testParentStamps(e *env) {
 	if _, err := other.Get(e.ctx, top); !errors.Is(err, backend.ErrNoNode) {
 		e.t.Errorf("a CreateStamped that failed left %s: %v", top, err)
 	}
+	e.del(other, barrier)
 }
 
 // testGuardedSet: a write guarded by a lock node lands while the lock node
