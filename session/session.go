@@ -12,6 +12,7 @@ import (
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/clock"
+	"github.com/coordkit/coordkit/internal/detach"
 )
 
 // State is a state of a Session.
@@ -122,7 +123,10 @@ func New(ctx context.Context, d backend.Driver, opts ...Option) (*Session, error
 		subs:     make(map[*subscriber]struct{}),
 	}
 	s.log = o.logger.With(zap.String("backend", d.Name()), zap.String("session", conn.SessionID()))
-	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
+	// The recipes on the session share one detach.Runner, whose idle
+	// goroutine exits when the session ends; they find it in s.ctx.
+	s.ctx, s.cancel = detach.WithRunner(ctx, detach.New(ctx.Done())), cancel
 	s.hold, s.holdStop = context.WithCancelCause(s.ctx)
 	s.state = StateConnected
 	// The driver's first event is StateConnected; the loop consumes it.

@@ -12,6 +12,7 @@ import (
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/backend/memory"
 	"github.com/coordkit/coordkit/clock"
+	"github.com/coordkit/coordkit/internal/detach"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -372,5 +373,28 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// The session carries one detach.Runner in its context for the recipes on
+// it, the same one each time; its idle goroutine leaves when the session
+// closes (goleak in TestMain fails the package if it stays).
+func TestSessionCarriesOneRunner(t *testing.T) {
+	f := newFixture(t)
+	r := detach.From(f.s.Context())
+	if r == nil {
+		t.Fatal("the session's context carries no Runner")
+	}
+	if detach.From(f.s.HoldContext()) != r || detach.From(f.s.Context()) != r {
+		t.Fatal("the session's contexts carry different Runners")
+	}
+	ran := make(chan struct{})
+	r.Go(func() { close(ran) }) // leaves an idle goroutine behind
+	<-ran
+	if err := f.s.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if !errors.Is(context.Cause(f.s.Context()), coordkit.ErrClosed) {
+		t.Fatalf("cause of the session's context: %v, want ErrClosed", context.Cause(f.s.Context()))
 	}
 }

@@ -4,9 +4,10 @@
 // context ends. Such a call hands the work to another goroutine and waits for
 // it or for its context. A Runner keeps one idle goroutine for the next such
 // call, so that an uncontended Lock pays neither a goroutine's start nor the
-// growth of its stack (a server call runs deep) every time. The recipes on a
-// session share its Runner (For), so that a process keeps at most one idle
-// goroutine per session, however many lock handles it makes; the ZooKeeper
+// growth of its stack (a server call runs deep) every time. A session makes
+// one Runner and carries it in its context (WithRunner); the recipes on the
+// session take it from there (From), so that a process keeps at most one idle
+// goroutine per session, however many lock handles it makes. The ZooKeeper
 // driver keeps one per connection for its calls under a context that can
 // end.
 package detach
@@ -41,33 +42,20 @@ type worker struct {
 // New returns a Runner whose goroutines exit, once idle, when done is closed.
 func New(done <-chan struct{}) *Runner { return &Runner{done: done, idleFor: IdleTimeout} }
 
-// shared holds the Runners that For hands out, each until its lifetime
-// ends.
-var shared = struct {
-	sync.Mutex
-	runners map[any]*Runner
-}{runners: map[any]*Runner{}}
+// runnerKey is the context key of WithRunner.
+type runnerKey struct{}
 
-// For returns the Runner shared by every caller with the same key (the
-// recipes use their session): its goroutines exit when lifetime ends, and so
-// does its entry here. Recipes take it when a lock handle is made, so that
-// handles made per call (which are cheap) share one idle goroutine.
-func For(key any, lifetime context.Context) *Runner {
-	shared.Lock()
-	defer shared.Unlock()
-	if r := shared.runners[key]; r != nil {
-		return r
-	}
-	r := New(lifetime.Done())
-	if lifetime.Err() != nil {
-		return r // ended: its goroutines exit after their work
-	}
-	shared.runners[key] = r
-	context.AfterFunc(lifetime, func() {
-		shared.Lock()
-		delete(shared.runners, key)
-		shared.Unlock()
-	})
+// WithRunner returns ctx carrying r. A session puts its Runner in its own
+// context, so that whatever works on the session finds the Runner there
+// without a registry.
+func WithRunner(ctx context.Context, r *Runner) context.Context {
+	return context.WithValue(ctx, runnerKey{}, r)
+}
+
+// From returns the Runner ctx carries (see WithRunner), or nil, which Go
+// takes as "a new goroutine every time".
+func From(ctx context.Context) *Runner {
+	r, _ := ctx.Value(runnerKey{}).(*Runner)
 	return r
 }
 

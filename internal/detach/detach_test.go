@@ -135,41 +135,26 @@ func TestCall(t *testing.T) {
 	}
 }
 
-// Callers with one key share a Runner; another key has its own; an entry
-// leaves when its lifetime ends, and its idle goroutine exits.
-func TestFor(t *testing.T) {
-	type session struct{ name string }
-	a, b := &session{"a"}, &session{"b"}
-	actx, aend := context.WithCancel(context.Background())
-	bctx, bend := context.WithCancel(context.Background())
-	defer bend()
-	ra := For(a, actx)
-	if For(a, actx) != ra {
-		t.Fatal("two Runners for one key")
+// From finds the Runner a context carries, also through contexts derived
+// from it, and nil where none was put.
+func TestFrom(t *testing.T) {
+	done := make(chan struct{})
+	defer close(done)
+	r := New(done)
+	ctx := WithRunner(context.Background(), r)
+	if From(ctx) != r {
+		t.Fatal("From: not the Runner WithRunner put")
 	}
-	if For(b, bctx) == ra {
-		t.Fatal("two keys share a Runner")
+	child, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if From(child) != r {
+		t.Fatal("From of a derived context: not the parent's Runner")
 	}
+	if From(context.Background()) != nil {
+		t.Fatal("From of a context without a Runner: want nil")
+	}
+	var none *Runner
 	ran := make(chan struct{})
-	ra.Go(func() { close(ran) })
+	none.Go(func() { close(ran) }) // a nil Runner starts a goroutine
 	<-ran
-	idleWorker(t, ra)
-	aend()
-	waitNoIdle(t, ra)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		shared.Lock()
-		_, ok := shared.runners[a]
-		shared.Unlock()
-		if !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the ended key's entry did not leave")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if For(a, actx) == ra {
-		t.Fatal("a Runner whose lifetime ended was kept")
-	}
 }

@@ -83,7 +83,7 @@ func New(s *session.Session, path string, opts ...Option) (*Lock, error) {
 			Member: waitq.NamedMember(NodeName),
 			Decide: waitq.Predecessor(1),
 			Log:    log,
-			Runner: detach.For(s, s.Context()),
+			Runner: detach.From(s.Context()),
 		},
 	}, nil
 }

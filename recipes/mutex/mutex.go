@@ -111,7 +111,7 @@ func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {
 	}
 	m := &Mutex{sess: s, path: path, opts: o, log: o.log.With(zap.String("mutex", path))}
 	m.srv = newServer(s, path, m.log)
-	m.runner = detach.For(s, s.Context())
+	m.runner = detach.From(s.Context())
 	m.locker = &locker{m: m}
 	return m, nil
 }
