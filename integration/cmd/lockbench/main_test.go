@@ -89,7 +89,7 @@ func TestQuickRun(t *testing.T) {
 	cells := map[string][]string{} // "section|implementation" -> cells
 	for _, line := range strings.Split(string(report), "\n") {
 		c := strings.Split(strings.Trim(line, "|"), " | ")
-		if len(c) == 6 {
+		if len(c) == 7 {
 			cells[strings.TrimSpace(c[0])+"|"+strings.TrimSpace(c[1])] = c
 		}
 	}

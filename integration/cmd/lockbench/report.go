@@ -98,11 +98,12 @@ type display struct {
 	result string
 	spread string
 	ratio  string
+	paired string // per-round ratios: median [confidence interval]
 	bar    string
 }
 
 func (rep *report) display(s *section, r *row) display {
-	d := display{name: r.name, ratio: "—"}
+	d := display{name: r.name, ratio: "—", paired: "—"}
 	switch {
 	case r.ref:
 		d.name += " (reference)"
@@ -119,10 +120,33 @@ func (rep *report) display(s *section, r *row) display {
 	if ratio, ok := s.ratio(r); ok {
 		d.ratio = fmt.Sprintf("%.2f×", ratio)
 	}
+	if iv, ok := s.paired(r); ok {
+		d.paired = formatInterval(iv)
+	}
 	if b, ok := barFor(rep.bars, s, r); ok {
 		d.bar = fmt.Sprintf("%s (≥ %g×)", passMiss(b.pass), b.min)
 	}
 	return d
+}
+
+// formatInterval prints a median ratio and its interval: 1.27× [1.20–1.34].
+func formatInterval(iv interval) string {
+	return fmt.Sprintf("%.2f× [%.2f–%.2f]", iv.median, iv.lo, iv.hi)
+}
+
+// certainty says where a bar lies against the interval of its row's
+// per-round ratios: whether this run can tell the two apart.
+func certainty(b barResult) string {
+	switch {
+	case !b.haveCI:
+		return "too few rounds for an interval"
+	case b.ci.lo >= b.min:
+		return "interval above the bar"
+	case b.ci.hi < b.min:
+		return "interval below the bar"
+	default:
+		return "bar inside the interval: this run cannot tell"
+	}
 }
 
 func passMiss(pass bool) string {
@@ -141,6 +165,7 @@ func (rep *report) method() string {
 func (rep *report) notes() []string {
 	return []string{
 		"Ratio: against the section's reference measured in the same run, more is better: rate ÷ reference rate; for handoff, reference latency ÷ latency.",
+		fmt.Sprintf("Per round: the ratio of each round (the row over the reference in the same round, more is better), their median, and in brackets a distribution-free %.0f%% confidence interval for that median (order statistics of the binomial; none below 6 rounds). The rows of a section take turns within a round, so a round's ratio cancels the drift the machine shows from round to round; the interval says how far one run can be trusted, and whether a bar lies inside it.", confidence*100),
 		"Throughput spread: the lowest and highest round. Handoff: p50 and p99 over every sample of every round; spread: the lowest and highest round median.",
 		"Handoff: two sessions ping-pong the lock; once an observer session sees the waiter queued (and " + settle.String() + " more, for it to park on its watch), the holder unlocks; a sample is the time from that Unlock returning to the waiter's Lock returning.",
 		"Curator handoff is measured, not derived: two Curator drivers (two JVMs) acquire and release through the kit's stdin/stdout line protocol; one pipe hop (tens of µs) delays both the Unlock-returned and the Lock-returned time, so it largely cancels.",
@@ -156,16 +181,16 @@ func (rep *report) writeText(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, s := range rep.sections {
 		fmt.Fprintf(tw, "\n%s (%s)\n", s.title, s.unit)
-		fmt.Fprintln(tw, "  implementation\tresult\trounds\tvs ref\tbar\t")
+		fmt.Fprintln(tw, "  implementation\tresult\trounds\tvs ref\tper round\tbar\t")
 		for _, r := range s.rows {
 			d := rep.display(s, r)
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t\n", d.name, d.result, d.spread, d.ratio, d.bar)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t\n", d.name, d.result, d.spread, d.ratio, d.paired, d.bar)
 		}
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nBars of issue #3:")
 	for _, b := range rep.bars {
-		fmt.Fprintf(w, "  %s  %s: %.2f×\n", passMiss(b.pass), b.what, b.ratio)
+		fmt.Fprintf(w, "  %s  %s: %.2f× (per round %s: %s)\n", passMiss(b.pass), b.what, b.ratio, barInterval(b), certainty(b))
 	}
 	fmt.Fprintln(w)
 	for _, n := range rep.notes() {
@@ -191,17 +216,17 @@ func (rep *report) markdown() string {
 	}
 	fmt.Fprintf(&b, "- Method: %s\n\n", rep.method())
 
-	fmt.Fprintf(&b, "| Section | Implementation | Result | Rounds | vs reference | Bar |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| Section | Implementation | Result | Rounds | vs reference | Per round [%.0f%% CI] | Bar |\n|---|---|---|---|---|---|---|\n", confidence*100)
 	for _, s := range rep.sections {
 		for _, r := range s.rows {
 			d := rep.display(s, r)
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdCell(s.title), mdCell(d.name), d.result, d.spread, d.ratio, d.bar)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", mdCell(s.title), mdCell(d.name), d.result, d.spread, d.ratio, d.paired, d.bar)
 		}
 	}
 	if len(rep.bars) > 0 {
-		fmt.Fprintf(&b, "\n## Bars of issue #3\n\n| | Bar | Measured |\n|---|---|---|\n")
+		fmt.Fprintf(&b, "\n## Bars of issue #3\n\n| | Bar | Measured | Per round [%.0f%% CI] | This run |\n|---|---|---|---|---|\n", confidence*100)
 		for _, br := range rep.bars {
-			fmt.Fprintf(&b, "| %s | %s | %.2f× |\n", passMiss(br.pass), mdCell(br.what), br.ratio)
+			fmt.Fprintf(&b, "| %s | %s | %.2f× | %s | %s |\n", passMiss(br.pass), mdCell(br.what), br.ratio, barInterval(br), certainty(br))
 		}
 	}
 	fmt.Fprintf(&b, "\n## Notes\n\n")
@@ -209,6 +234,14 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "- %s\n", n)
 	}
 	return b.String()
+}
+
+// barInterval is the per-round interval of a bar's row, or "—".
+func barInterval(b barResult) string {
+	if !b.haveCI {
+		return "—"
+	}
+	return formatInterval(b.ci)
 }
 
 func mdCell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

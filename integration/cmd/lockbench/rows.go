@@ -243,8 +243,10 @@ func issueBars() []barSpec {
 // barResult is a bar checked against this run.
 type barResult struct {
 	barSpec
-	ratio float64
-	pass  bool
+	ratio  float64 // the headline ratio (section.ratio), which decides pass
+	pass   bool
+	ci     interval // the row's per-round ratios (section.paired)
+	haveCI bool
 }
 
 // checkBars checks the bars whose rows ran (none of a backend left out by
@@ -258,7 +260,8 @@ func checkBars(sections []*section) []barResult {
 			}
 			if r := s.row(b.row); r != nil {
 				ratio, ok := s.ratio(r)
-				out = append(out, barResult{b, ratio, ok && ratio >= b.min})
+				ci, haveCI := s.paired(r)
+				out = append(out, barResult{barSpec: b, ratio: ratio, pass: ok && ratio >= b.min, ci: ci, haveCI: haveCI})
 			}
 		}
 	}
