@@ -165,7 +165,7 @@ func (rep *report) method() string {
 func (rep *report) notes() []string {
 	return []string{
 		"Ratio: against the section's reference measured in the same run, more is better: rate ÷ reference rate; for handoff, reference latency ÷ latency.",
-		fmt.Sprintf("Per round: the ratio of each round (the row over the reference in the same round, more is better), their median, and in brackets a distribution-free %.0f%% confidence interval for that median (order statistics of the binomial; none below 6 rounds). The rows of a section take turns within a round, so a round's ratio cancels the drift the machine shows from round to round; the interval says how far one run can be trusted, and whether a bar lies inside it.", confidence*100),
+		rep.intervalNote(),
 		"Throughput spread: the lowest and highest round. Handoff: p50 and p99 over every sample of every round; spread: the lowest and highest round median.",
 		"Handoff: two sessions ping-pong the lock; once an observer session sees the waiter queued (and " + settle.String() + " more, for it to park on its watch), the holder unlocks; a sample is the time from that Unlock returning to the waiter's Lock returning.",
 		"Curator handoff is measured, not derived: two Curator drivers (two JVMs) acquire and release through the kit's stdin/stdout line protocol; one pipe hop (tens of µs) delays both the Unlock-returned and the Lock-returned time, so it largely cancels.",
@@ -173,6 +173,34 @@ func (rep *report) notes() []string {
 		"Curator uncontended is the driver's own loop (BenchUncontended, which adds a warm-up of a tenth of its cycles); Curator with 4 sessions is BenchThreads(path, 1, d) in 4 JVMs at once, summed.",
 		"The contended and handoff ZooKeeper sections run on the fsync-on server. etcd 32 goroutines has no reference: a concurrency.Mutex cannot be shared by goroutines.",
 	}
+}
+
+// intervalNote explains the per-round column, with the ranks and exact
+// coverage of the interval at this run's number of rounds.
+func (rep *report) intervalNote() string {
+	n := fmt.Sprintf("Per round: the ratio of each round (the row over the reference in the same round, more is better), their median, and in brackets a distribution-free %.0f%% confidence interval for that median (order statistics of the binomial", confidence*100)
+	if k, coverage, ok := medianRanks(rep.cfg.rounds, confidence); ok {
+		n += fmt.Sprintf(": with %d rounds, the %s and %s smallest ratio, exact coverage %.1f%%)", rep.cfg.rounds, ordinal(k), ordinal(rep.cfg.rounds+1-k), coverage*100)
+	} else {
+		n += fmt.Sprintf("; %d rounds are too few for one)", rep.cfg.rounds)
+	}
+	return n + ". The rows of a section take turns within a round, so a round's ratio cancels the drift the machine shows from round to round; the interval says how far one run can be trusted, and whether a bar lies inside it."
+}
+
+// ordinal writes 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st.
+func ordinal(n int) string {
+	suffix := "th"
+	if n%100 < 11 || n%100 > 13 {
+		switch n % 10 {
+		case 1:
+			suffix = "st"
+		case 2:
+			suffix = "nd"
+		case 3:
+			suffix = "rd"
+		}
+	}
+	return strconv.Itoa(n) + suffix
 }
 
 // writeText prints the table and the bars.

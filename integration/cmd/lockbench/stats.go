@@ -16,71 +16,76 @@ import (
 const confidence = 0.95
 
 // pairedRatios returns, for each round, r's figure over the reference's
-// figure of the same round, so that more is better: rate ÷ reference rate,
-// or the reference's median handoff ÷ r's. It returns nil without a
-// reference or when the two did not run the same rounds.
+// figure of the same round (see perRound), so that more is better. It
+// returns nil without a reference or when the two did not run the same
+// rounds.
 func (s *section) pairedRatios(r *row) []float64 {
 	ref := s.reference()
 	if ref == nil || ref == r {
 		return nil
 	}
-	var out []float64
-	if s.kind == latency {
-		if len(r.perRound) != len(ref.perRound) {
-			return nil
-		}
-		for i, d := range r.perRound {
-			if d > 0 && ref.perRound[i] > 0 {
-				out = append(out, ref.perRound[i].Seconds()/d.Seconds())
-			}
-		}
-		return out
-	}
-	if len(r.rates) != len(ref.rates) {
+	ours, theirs := s.perRound(r), s.perRound(ref)
+	if len(ours) != len(theirs) {
 		return nil
 	}
-	for i, v := range r.rates {
-		if v > 0 && ref.rates[i] > 0 {
-			out = append(out, v/ref.rates[i])
+	var out []float64
+	for i, v := range ours {
+		if v > 0 && theirs[i] > 0 {
+			out = append(out, v/theirs[i])
+		}
+	}
+	return out
+}
+
+// perRound is r's figure of each round, so that more is better: the rate,
+// or for handoff the inverse of the round's median latency (handoffs per
+// second), which makes a ratio the reference's latency over r's.
+func (s *section) perRound(r *row) []float64 {
+	if s.kind != latency {
+		return r.rates
+	}
+	out := make([]float64, len(r.perRound))
+	for i, d := range r.perRound {
+		if d > 0 {
+			out[i] = 1 / d.Seconds()
 		}
 	}
 	return out
 }
 
 // interval is a median with a distribution-free confidence interval.
-type interval struct {
-	median, lo, hi float64
-	coverage       float64 // the interval's exact coverage, ≥ the one asked
-}
+type interval struct{ median, lo, hi float64 }
 
-// medianCI returns the median of xs and the order-statistic confidence
-// interval for it: [x(k), x(n+1-k)] with the largest k for which
-// P(Binomial(n, ½) < k) ≤ (1-conf)/2. Its coverage, 1 - 2·P(Binomial(n, ½) <
-// k), holds whatever the distribution of xs, for independent samples. ok is
-// false when xs is too short for any such interval (fewer than 6 samples for
-// 95%).
-func medianCI(xs []float64, conf float64) (iv interval, ok bool) {
-	n := len(xs)
-	if n == 0 {
-		return interval{}, false
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	iv.median = median(s)
+// medianRanks returns the ranks of the order-statistic confidence interval
+// for the median of n samples: [x(k), x(n+1-k)] with the largest k for
+// which P(Binomial(n, ½) < k) ≤ (1-conf)/2, and its exact coverage,
+// 1 - 2·P(Binomial(n, ½) < k), which holds whatever the distribution of the
+// samples, if they are independent. ok is false when n is too small for any
+// such interval (fewer than 6 samples for 95%).
+func medianRanks(n int, conf float64) (k int, coverage float64, ok bool) {
 	tail := (1 - conf) / 2
-	k := 0 // the largest k with P(X < k) = P(X ≤ k-1) ≤ tail
 	for j := 0; j < n/2; j++ {
 		if binomialCDF(n, j) > tail {
 			break
 		}
-		k = j + 1
+		k = j + 1 // P(X < k) = P(X ≤ j) ≤ tail
 	}
 	if k == 0 {
-		return iv, false
+		return 0, 0, false
 	}
-	iv.lo, iv.hi = s[k-1], s[n-k]
-	iv.coverage = 1 - 2*binomialCDF(n, k-1)
-	return iv, true
+	return k, 1 - 2*binomialCDF(n, k-1), true
+}
+
+// medianCI returns the median of xs and its confidence interval of at
+// least conf (see medianRanks); ok is false when xs is too short for one.
+func medianCI(xs []float64, conf float64) (iv interval, ok bool) {
+	k, _, ok := medianRanks(len(xs), conf)
+	if !ok {
+		return interval{}, false
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return interval{median: median(s), lo: s[k-1], hi: s[len(s)-k]}, true
 }
 
 // binomialCDF is P(X ≤ j) for X ~ Binomial(n, ½).

@@ -32,9 +32,10 @@ func TestMedianCI(t *testing.T) {
 		if !ok {
 			t.Fatalf("n=%d: no interval", tc.n)
 		}
-		if iv.median != tc.median || iv.lo != tc.lo || iv.hi != tc.hi || math.Abs(iv.coverage-tc.coverage) > 5e-4 {
+		_, coverage, _ := medianRanks(tc.n, 0.95)
+		if iv.median != tc.median || iv.lo != tc.lo || iv.hi != tc.hi || math.Abs(coverage-tc.coverage) > 5e-4 {
 			t.Errorf("n=%d: got median %v [%v, %v] coverage %.4f, want %v [%v, %v] %.4f",
-				tc.n, iv.median, iv.lo, iv.hi, iv.coverage, tc.median, tc.lo, tc.hi, tc.coverage)
+				tc.n, iv.median, iv.lo, iv.hi, coverage, tc.median, tc.lo, tc.hi, tc.coverage)
 		}
 	}
 	if iv, ok := medianCI(seq(5), 0.95); ok {
@@ -147,5 +148,27 @@ func TestReportIntervals(t *testing.T) {
 	rep.writeText(&text)
 	if !strings.Contains(text.String(), "per round 1.30× [1.25–1.35]: bar inside the interval") {
 		t.Errorf("the printed bars lack the interval:\n%s", text.String())
+	}
+}
+
+// The report's note on intervals names the ranks and the exact coverage at
+// the run's number of rounds, or says there are too few.
+func TestIntervalNote(t *testing.T) {
+	for _, tc := range []struct {
+		rounds int
+		want   string
+	}{
+		{21, "with 21 rounds, the 6th and 16th smallest ratio, exact coverage 97.3%"},
+		{2, "2 rounds are too few for one"},
+	} {
+		rep := &report{cfg: config{rounds: tc.rounds}}
+		if got := rep.intervalNote(); !strings.Contains(got, tc.want) {
+			t.Errorf("%d rounds: note %q lacks %q", tc.rounds, got, tc.want)
+		}
+	}
+	for n, want := range map[int]string{1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 11: "11th", 12: "12th", 13: "13th", 21: "21st", 22: "22nd", 111: "111th"} {
+		if got := ordinal(n); got != want {
+			t.Errorf("ordinal(%d) = %q, want %q", n, got, want)
+		}
 	}
 }
