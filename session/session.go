@@ -13,6 +13,7 @@ import (
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/clock"
 	"github.com/coordkit/coordkit/internal/detach"
+	"github.com/coordkit/coordkit/internal/sessionlocal"
 )
 
 // State is a state of a Session.
@@ -124,9 +125,12 @@ func New(ctx context.Context, d backend.Driver, opts ...Option) (*Session, error
 	}
 	s.log = o.logger.With(zap.String("backend", d.Name()), zap.String("session", conn.SessionID()))
 	ctx, cancel := context.WithCancelCause(context.Background())
-	// The recipes on the session share one detach.Runner, whose idle
-	// goroutine exits when the session ends; they find it in s.ctx.
-	s.ctx, s.cancel = detach.WithRunner(ctx, detach.New(ctx.Done())), cancel
+	// The recipes on the session keep their shared state in one
+	// sessionlocal.Table, which they find in s.ctx. One entry is the
+	// session's detach.Runner, made here so that its idle goroutine exits
+	// when the session ends.
+	s.ctx, s.cancel = sessionlocal.WithTable(ctx, sessionlocal.New()), cancel
+	detach.From(s.ctx)
 	s.hold, s.holdStop = context.WithCancelCause(s.ctx)
 	s.state = StateConnected
 	// The driver's first event is StateConnected; the loop consumes it.

@@ -13,6 +13,7 @@ import (
 	"github.com/coordkit/coordkit/backend/memory"
 	"github.com/coordkit/coordkit/clock"
 	"github.com/coordkit/coordkit/internal/detach"
+	"github.com/coordkit/coordkit/internal/sessionlocal"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -376,10 +377,11 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// The session carries one detach.Runner in its context for the recipes on
-// it, the same one each time; its idle goroutine leaves when the session
-// closes (goleak in TestMain fails the package if it stays).
-func TestSessionCarriesOneRunner(t *testing.T) {
+// The session carries one detach.Runner and one sessionlocal.Table in its
+// context for the recipes on it, the same ones each time; the Runner's idle
+// goroutine leaves when the session closes (goleak in TestMain fails the
+// package if it stays).
+func TestSessionCarriesRunnerAndTable(t *testing.T) {
 	f := newFixture(t)
 	r := detach.From(f.s.Context())
 	if r == nil {
@@ -387,6 +389,10 @@ func TestSessionCarriesOneRunner(t *testing.T) {
 	}
 	if detach.From(f.s.HoldContext()) != r {
 		t.Fatal("the hold context carries another Runner than the session's")
+	}
+	tbl := sessionlocal.From(f.s.Context())
+	if tbl == nil || sessionlocal.From(f.s.HoldContext()) != tbl {
+		t.Fatal("the session's and the hold context do not carry one sessionlocal.Table")
 	}
 	ran := make(chan struct{})
 	r.Go(func() { close(ran) }) // leaves an idle goroutine behind

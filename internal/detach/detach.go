@@ -4,10 +4,11 @@
 // context ends. Such a call hands the work to another goroutine and waits for
 // it or for its context. A Runner keeps one idle goroutine for the next such
 // call, so that an uncontended Lock pays neither a goroutine's start nor the
-// growth of its stack (a server call runs deep) every time. A session makes
-// one Runner and carries it in its context (WithRunner); the recipes on the
-// session take it from there (From), so that a process keeps at most one idle
-// goroutine per session, however many lock handles it makes. The ZooKeeper
+// growth of its stack (a server call runs deep) every time. A session has
+// one Runner, an entry of the sessionlocal.Table its context carries; the
+// recipes on the session take it from there (From), so that a process keeps
+// at most one idle goroutine per session, however many lock handles it
+// makes. The ZooKeeper
 // driver keeps one per connection for its calls under a context that can
 // end.
 package detach
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coordkit/coordkit/internal/sessionlocal"
 )
 
 // IdleTimeout is how long a Runner's idle goroutine waits for work before it
@@ -42,21 +45,19 @@ type worker struct {
 // New returns a Runner whose goroutines exit, once idle, when done is closed.
 func New(done <-chan struct{}) *Runner { return &Runner{done: done, idleFor: IdleTimeout} }
 
-// runnerKey is the context key of WithRunner.
+// runnerKey is the Runner's key in a session's sessionlocal.Table.
 type runnerKey struct{}
 
-// WithRunner returns ctx carrying r. A session puts its Runner in its own
-// context, so that whatever works on the session finds the Runner there
-// without a registry.
-func WithRunner(ctx context.Context, r *Runner) context.Context {
-	return context.WithValue(ctx, runnerKey{}, r)
-}
-
-// From returns the Runner ctx carries (see WithRunner), or nil, which Go
-// takes as "a new goroutine every time".
+// From returns the Runner of the session whose context ctx is, or derives
+// from: one per sessionlocal.Table, made by the first From, with ctx's end
+// as its done. session.New calls it first, with the session's own context,
+// so that the idle goroutine exits when the session ends. Without a Table,
+// From returns nil, which Go takes as "a new goroutine every time".
 func From(ctx context.Context) *Runner {
-	r, _ := ctx.Value(runnerKey{}).(*Runner)
-	return r
+	if sessionlocal.From(ctx) == nil {
+		return nil
+	}
+	return sessionlocal.Get(ctx, runnerKey{}, func() *Runner { return New(ctx.Done()) })
 }
 
 // Go runs f on r's idle goroutine, or on a new one if none is idle. A nil

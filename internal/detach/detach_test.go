@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/coordkit/coordkit/internal/sessionlocal"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -138,23 +140,33 @@ func TestCall(t *testing.T) {
 // From finds the Runner a context carries, also through contexts derived
 // from it, and nil where none was put.
 func TestFrom(t *testing.T) {
-	done := make(chan struct{})
-	defer close(done)
-	r := New(done)
-	ctx := WithRunner(context.Background(), r)
-	if From(ctx) != r {
-		t.Fatal("From: not the Runner WithRunner put")
+	ctx, cancel := context.WithCancel(sessionlocal.WithTable(context.Background(), sessionlocal.New()))
+	r := From(ctx)
+	if r == nil || From(ctx) != r {
+		t.Fatal("From: not one Runner per Table")
 	}
-	child, cancel := context.WithCancel(ctx)
-	defer cancel()
+	child, cancelChild := context.WithCancel(ctx)
+	defer cancelChild()
 	if From(child) != r {
 		t.Fatal("From of a derived context: not the parent's Runner")
 	}
-	if From(context.Background()) != nil {
-		t.Fatal("From of a context without a Runner: want nil")
+	if From(sessionlocal.WithTable(context.Background(), sessionlocal.New())) == r {
+		t.Fatal("From on another Table: the same Runner")
 	}
-	var none *Runner
+	if From(context.Background()) != nil {
+		t.Fatal("From of a context without a Table: want nil")
+	}
+	// The Runner ends with the context it was made from: its idle
+	// goroutine exits once ctx is cancelled.
 	ran := make(chan struct{})
-	none.Go(func() { close(ran) }) // a nil Runner starts a goroutine
+	r.Go(func() { close(ran) })
 	<-ran
+	idleWorker(t, r)
+	cancel()
+	waitNoIdle(t, r)
+
+	var none *Runner
+	started := make(chan struct{})
+	none.Go(func() { close(started) }) // a nil Runner starts a goroutine
+	<-started
 }

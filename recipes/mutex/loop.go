@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/coordkit/coordkit/internal/sessionlocal"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/session"
 )
@@ -18,9 +19,9 @@ import (
 // cancellations talk to it over channels. Server calls run on helper
 // goroutines the loop starts and waits for (one at a time: an acquirer, a
 // checker or a releaser), so the loop itself never blocks on the network.
-// The loop exits, and leaves the registry, once nothing is held, waited for
-// or running and no Lock or Guard refers to it, or once the session has
-// ended and no helper runs.
+// The loop exits, and leaves the session's registry, once nothing is held,
+// waited for or running and no Lock or Guard refers to it, or once the
+// session has ended and no helper runs.
 //
 // The loop starts only when two goroutines of the process use the path at
 // once: a Lock on a path nobody in the process uses takes the solo path
@@ -30,34 +31,41 @@ import (
 // the solo goroutine hands its state over (adoptMsg), then carries on as
 // usual.
 
-// key identifies the state shared by the Mutexes of one session and path.
-type key struct {
-	sess *session.Session
-	path string
+// registry holds the state shared by the Mutexes of one session, one
+// pathState per path in use. The session carries it (see registryOf), so a
+// second session has its own, and there is no package-level state.
+type registry struct {
+	mu    sync.Mutex
+	loops map[string]*pathState
 }
 
-var registry = struct {
-	mu    sync.Mutex
-	loops map[key]*pathState
-}{loops: map[key]*pathState{}}
+// registryKey is the registry's key in the session's sessionlocal.Table.
+type registryKey struct{}
+
+// registryOf returns the registry of s's Mutexes.
+func registryOf(s *session.Session) *registry {
+	return sessionlocal.Get(s.Context(), registryKey{}, func() *registry {
+		return &registry{loops: map[string]*pathState{}}
+	})
+}
 
 // attach returns the running state for (s, path), starting it if needed
 // (in the handover phase if a solo goroutine owns the state), and counts
 // the caller as a user until the loop detaches it (when the request fails or
 // is cancelled, or the Guard it got is released).
 func attach(m *Mutex) *pathState {
-	registry.mu.Lock()
-	defer registry.mu.Unlock()
-	k := key{m.sess, m.path}
-	p := registry.loops[k]
+	reg := m.reg
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	p := reg.loops[m.path]
 	if p == nil {
-		p = newPathState(k, m)
-		registry.loops[k] = p
+		p = newPathState(m)
+		reg.loops[m.path] = p
 	}
 	if !p.started {
 		// The loop's channels are made only now: a solo goroutine alone
 		// (the uncontended case) never needs them, and everything that
-		// uses them sees started under registry.mu first.
+		// uses them sees started under reg.mu first.
 		p.reqs = make(chan *request)
 		p.cancels = make(chan cancelMsg)
 		p.unlocks = make(chan unlockMsg)
@@ -75,20 +83,20 @@ func attach(m *Mutex) *pathState {
 	return p
 }
 
-// newPathState makes the state of (k.sess, k.path), for m (whose server
+// newPathState makes the state of m's session and path, for m (whose server
 // side it copies), not registered and with no loop running.
-func newPathState(k key, m *Mutex) *pathState {
+func newPathState(m *Mutex) *pathState {
 	srv := *m.srv
-	p := &pathState{key: k, sess: k.sess, srv: &srv, log: m.log}
+	p := &pathState{reg: m.reg, path: m.path, sess: m.sess, srv: &srv, log: m.log}
 	p.srv.spawn = p.spawn
 	return p
 }
 
 // detach forgets n users.
 func (p *pathState) detach(n int) {
-	registry.mu.Lock()
+	p.reg.mu.Lock()
 	p.users -= n
-	registry.mu.Unlock()
+	p.reg.mu.Unlock()
 }
 
 type phase int
@@ -154,7 +162,8 @@ type workResult struct {
 // pathState is the local state of one (session, path). The fields below
 // "owned by the loop" are touched only by the loop goroutine.
 type pathState struct {
-	key  key
+	reg  *registry // the session's, which holds this state while in use
+	path string
 	sess *session.Session
 	srv  *server
 	log  *zap.Logger
@@ -166,10 +175,10 @@ type pathState struct {
 	adopt   chan adoptMsg      // the solo goroutine's handover
 	inspect chan chan Snapshot // for tests: see Inspect
 	exited  chan struct{}      // closed when the loop has exited
-	users   int                // guarded by registry.mu
-	started bool               // guarded by registry.mu: the loop runs
-	solo    soloState          // guarded by registry.mu: see solo.go
-	soloAcq *acquisition       // guarded by registry.mu: the solo goroutine's acquisition
+	users   int                // guarded by reg.mu
+	started bool               // guarded by reg.mu: the loop runs
+	solo    soloState          // guarded by reg.mu: see solo.go
+	soloAcq *acquisition       // guarded by reg.mu: the solo goroutine's acquisition
 	wg      sync.WaitGroup
 
 	// Owned by the loop:
@@ -226,12 +235,12 @@ func (p *pathState) exit() bool {
 		// server calls see the end of the session: wait for it. A solo
 		// holder's Guard may never be unlocked: its hold ended with the
 		// session, and its Unlock finds the loop gone.
-		registry.mu.Lock()
+		p.reg.mu.Lock()
 		holding := p.solo == soloHolding
 		if holding {
 			p.solo, p.soloAcq = soloNone, nil
 		}
-		registry.mu.Unlock()
+		p.reg.mu.Unlock()
 		if !holding {
 			return false
 		}
@@ -247,12 +256,12 @@ func (p *pathState) exit() bool {
 	default:
 		return false
 	}
-	registry.mu.Lock()
-	defer registry.mu.Unlock()
+	p.reg.mu.Lock()
+	defer p.reg.mu.Unlock()
 	if p.users > 0 && !ended {
 		return false
 	}
-	delete(registry.loops, p.key)
+	delete(p.reg.loops, p.path)
 	return true
 }
 
@@ -521,9 +530,9 @@ func (p *pathState) snapshot() Snapshot {
 		s.Handoffs, s.Token = p.acq.handoffs, p.acq.node.Token
 	}
 	if p.phase == handover {
-		registry.mu.Lock()
+		p.reg.mu.Lock()
 		p.soloSnapshot(&s)
-		registry.mu.Unlock()
+		p.reg.mu.Unlock()
 	}
 	return s
 }
@@ -533,16 +542,16 @@ func (p *pathState) snapshot() Snapshot {
 // debugging: the state may change as soon as it returns. A lock that nobody
 // in this process uses reports the zero Snapshot.
 func (m *Mutex) Inspect() Snapshot {
-	registry.mu.Lock()
-	p := registry.loops[key{m.sess, m.path}]
+	m.reg.mu.Lock()
+	p := m.reg.loops[m.path]
 	if p != nil && !p.started {
 		// A solo goroutine alone: no loop to ask.
 		var s Snapshot
 		p.soloSnapshot(&s)
-		registry.mu.Unlock()
+		m.reg.mu.Unlock()
 		return s
 	}
-	registry.mu.Unlock()
+	m.reg.mu.Unlock()
 	if p == nil {
 		return Snapshot{}
 	}

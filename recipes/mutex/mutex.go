@@ -82,6 +82,8 @@ type Mutex struct {
 	// runner, the session's, runs the acquisitions of Lock calls that must
 	// be able to return before their attempt is done (see lockSolo).
 	runner *detach.Runner
+	// reg, the session's, holds the state of every path its Mutexes use.
+	reg *registry
 }
 
 // New returns the lock at path on the session's backend. It validates its
@@ -112,6 +114,7 @@ func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {
 	m := &Mutex{sess: s, path: path, opts: o, log: o.log.With(zap.String("mutex", path))}
 	m.srv = newServer(s, path, m.log)
 	m.runner = detach.From(s.Context())
+	m.reg = registryOf(s)
 	m.locker = &locker{m: m}
 	return m, nil
 }

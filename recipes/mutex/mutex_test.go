@@ -427,6 +427,33 @@ func TestSharedStateAcrossMutexes(t *testing.T) {
 	w.empty()
 }
 
+// Mutexes on two sessions of one process share no local state: each
+// session has its own, and the second session's Lock waits on the server.
+func TestSessionsDoNotShareState(t *testing.T) {
+	w := newWorld(t)
+	s1, s2 := w.session(), w.session()
+	m1, m2 := w.mutex(s1), w.mutex(s2)
+	g1 := lock(t, m1)
+	if snap := m2.Inspect(); snap != (mutex.Snapshot{}) {
+		t.Fatalf("the other session's Mutex sees local state %+v, want none", snap)
+	}
+	if _, err := m2.TryLock(context.Background()); !errors.Is(err, recipes.ErrLocked) {
+		t.Fatalf("TryLock on another session while held: %v, want ErrLocked", err)
+	}
+	got := lockAsync(t, m2)
+	waitFor(t, "the other session to queue on the server", func() bool { return len(w.queued()) == 1 })
+	if m1.Inspect().Waiting != 0 {
+		t.Fatal("the other session's waiter is in this session's local queue")
+	}
+	unlock(t, g1)
+	g2 := granted(t, got)
+	if g2.Token() <= g1.Token() {
+		t.Errorf("token across sessions did not grow: %d -> %d", g1.Token(), g2.Token())
+	}
+	unlock(t, g2)
+	w.empty()
+}
+
 func TestTryLock(t *testing.T) {
 	w := newWorld(t)
 	sa, sb := w.session(), w.session()

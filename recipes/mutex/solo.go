@@ -22,7 +22,7 @@ import (
 // and releases, so that a second goroutine never works on the same path at
 // the same time: it starts the loop (attach), in the handover phase, and
 // queues there. The solo goroutine checks for a loop at each of its steps'
-// ends, under registry.mu, and hands its state over (adoptMsg) instead of
+// ends, under reg.mu, and hands its state over (adoptMsg) instead of
 // finishing alone; the loop then grants, hands off locally or acquires again
 // as usual. Without a loop, the state leaves the registry when the solo
 // goroutine is done.
@@ -57,15 +57,15 @@ type adoptMsg struct {
 // attachSolo registers a solo state for (m's session, m's path) and
 // returns it, if no goroutine of the process uses the path; else nil.
 func attachSolo(m *Mutex) *pathState {
-	registry.mu.Lock()
-	defer registry.mu.Unlock()
-	k := key{m.sess, m.path}
-	if registry.loops[k] != nil {
+	reg := m.reg
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if reg.loops[m.path] != nil {
 		return nil
 	}
-	p := newPathState(k, m)
+	p := newPathState(m)
 	p.solo, p.users = soloAcquiring, 1
-	registry.loops[k] = p
+	reg.loops[m.path] = p
 	return p
 }
 
@@ -74,21 +74,21 @@ func attachSolo(m *Mutex) *pathState {
 // that it must hand over. With soloNone and no loop, the state leaves the
 // registry.
 func (p *pathState) soloStep(next soloState, acq *acquisition) (handOver bool) {
-	registry.mu.Lock()
-	defer registry.mu.Unlock()
+	p.reg.mu.Lock()
+	defer p.reg.mu.Unlock()
 	if p.started {
 		p.solo, p.soloAcq = soloNone, nil
 		return true
 	}
 	p.solo, p.soloAcq = next, acq
 	if next == soloNone {
-		delete(registry.loops, p.key)
+		delete(p.reg.loops, p.path)
 	}
 	return false
 }
 
 // soloSnapshot fills s with what the solo goroutine does. Called with
-// registry.mu held.
+// reg.mu held.
 func (p *pathState) soloSnapshot(s *Snapshot) {
 	switch p.solo {
 	case soloAcquiring:
