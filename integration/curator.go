@@ -189,25 +189,17 @@ func findJavac(java string) (string, error) {
 	return p, nil
 }
 
-var curatorCompiled struct {
-	sync.Mutex
-	dirs map[string]string // cache key -> class directory
-}
-
-// compileCuratorDriver compiles the embedded driver once per test binary
-// and per source, javac and class path, into a directory cached under
-// os.UserCacheDir (os.TempDir when there is none) that later runs reuse.
+// compileCuratorDriver compiles the embedded driver once per source, javac
+// and class path, into a directory cached under os.UserCacheDir (os.TempDir
+// when there is none) that later calls and runs reuse. Concurrent first
+// calls may each compile; each renames its build into place whole, so none
+// sees half a build.
 func compileCuratorDriver(ctx context.Context, javac, classpath string) (string, error) {
 	h := sha256.New()
 	h.Write(curatorDriverSource)
 	fmt.Fprintf(h, "\x00%s\x00%s", javac, classpath)
 	key := hex.EncodeToString(h.Sum(nil))[:16]
 
-	curatorCompiled.Lock()
-	defer curatorCompiled.Unlock()
-	if dir, ok := curatorCompiled.dirs[key]; ok {
-		return dir, nil
-	}
 	var roots []string
 	if dir, err := os.UserCacheDir(); err == nil {
 		roots = append(roots, filepath.Join(dir, "coordkit"))
@@ -253,10 +245,6 @@ func compileCuratorDriver(ctx context.Context, javac, classpath string) (string,
 			}
 		}
 	}
-	if curatorCompiled.dirs == nil {
-		curatorCompiled.dirs = make(map[string]string)
-	}
-	curatorCompiled.dirs[key] = final
 	return final, nil
 }
 
