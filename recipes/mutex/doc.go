@@ -94,6 +94,16 @@
 // A process that has not seen contention tries P/owner directly first; it can
 // overtake the head only in the instant between a delete and the head's
 // create, and after one such acquisition it sees the mark and queues too.
+// The process remembers what its last release of a path saw for a minute,
+// also when no goroutine of it uses the path in between (one goroutine that
+// locks and unlocks in a loop): a release that found a waiter makes the
+// next acquisition queue.
+//
+// A create that finds P/owner already there might find a node of this
+// very session, left over: a create whose reply was lost, or a delete that
+// failed. Queueing behind it would wait forever (the head of the queue
+// would wait for it to go), so when the process has such a doubt it reads
+// P/owner first and removes the node if it is its own.
 //
 // # Fairness bound
 //

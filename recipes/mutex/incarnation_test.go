@@ -9,6 +9,7 @@ import (
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/internal/locktest"
+	"github.com/coordkit/coordkit/recipes/mutex"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -148,4 +149,45 @@ func TestUnstampedRelease(t *testing.T) {
 		t.Errorf("uncontended Lock+Unlock without stamps cost %d requests, want 2 (create and watch, delete)", got)
 	}
 	staleUnlock(t, w, sA, w.deleteOwner, nil)
+}
+
+// TestLostCreateReplyLeavesNoDeadlock: A's create of the owner node is
+// applied but its reply is lost (without stamps the memory driver, like
+// etcd, reports a connection loss for a fixed-path create), and B queues
+// while A's node is there. A's next create finds its own node: it must
+// remove it rather than queue behind B, who waits at the head for that very
+// node to go. Both get the lock, one after the other.
+func TestLostCreateReplyLeavesNoDeadlock(t *testing.T) {
+	w := newWorld(t)
+	sA := locktest.OpenSession(t, unstampedDriver{w.Drv}, session.WithTTL(10*time.Second))
+	sB := locktest.OpenSession(t, unstampedDriver{w.Drv}, session.WithTTL(10*time.Second))
+	mA, mB := w.mutex(sA), w.mutex(sB)
+	unlock(t, lock(t, mA)) // the lock's directory exists from now on
+	if err := w.Drv.FailNextReply(sA.ID()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tokens := make(chan int64, 2)
+	errs := make(chan error, 2)
+	take := func(m *mutex.Mutex) {
+		g, err := m.Lock(ctx)
+		if err == nil {
+			tokens <- g.Token()
+			err = g.Unlock(context.Background())
+		}
+		errs <- err
+	}
+	go take(mA)
+	waitFor(t, "A's node, whose reply was lost", func() bool { n, ok := w.owner(); return ok && n.Owner == sA.ID() })
+	go take(mB)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Lock or Unlock: %v (the processes wait for each other)", err)
+		}
+	}
+	if a, b := <-tokens, <-tokens; a == b {
+		t.Fatalf("both grants have token %d", a)
+	}
+	w.empty()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -37,6 +38,82 @@ import (
 type registry struct {
 	mu    sync.Mutex
 	loops map[string]*pathState
+	// recent keeps, per path, what the process's acquisitions learnt about
+	// the server, for the next one: the path's state leaves loops as soon
+	// as nobody in the process uses it (between the uncontended
+	// acquisitions of one goroutine, say).
+	recent map[string]recollection
+}
+
+// recollection is what the process remembers of a path between
+// acquisitions.
+type recollection struct {
+	// contendedAt is when a release last found another process waiting
+	// (zero if the last release found none). For contentionMemory after
+	// it, the next acquisition queues behind that process instead of
+	// racing the head of the queue for P/owner (see the fairness bound in
+	// the package documentation).
+	contendedAt time.Time
+	// suspect: an owner node of this session may be left on the server (a
+	// create whose outcome is unknown, a delete that failed), so a create
+	// that finds P/owner reads it before it queues (removeLeftover).
+	suspect bool
+}
+
+// contentionMemory is how long the process remembers that a release of a
+// path found another process waiting.
+const contentionMemory = time.Minute
+
+// recentlyContended reports whether a release of path found another process
+// waiting within contentionMemory. Called with r.mu held.
+func (r *registry) recentlyContended(path string) bool {
+	at := r.recent[path].contendedAt
+	return !at.IsZero() && time.Since(at) < contentionMemory
+}
+
+// noteRelease records whether a release of path found another process
+// waiting.
+func (r *registry) noteRelease(path string, contended bool) {
+	r.update(path, func(rec *recollection) {
+		rec.contendedAt = time.Time{}
+		if contended {
+			rec.contendedAt = time.Now()
+		}
+	})
+}
+
+// setSuspect records whether an owner node of this session may be left at
+// path.
+func (r *registry) setSuspect(path string, suspect bool) {
+	r.update(path, func(rec *recollection) { rec.suspect = suspect })
+}
+
+// suspect reports whether an owner node of this session may be left at path.
+func (r *registry) suspect(path string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.recent[path].suspect
+}
+
+// update changes the recollection of path, and forgets those with nothing
+// left to remember once there are many.
+func (r *registry) update(path string, change func(*recollection)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec := r.recent[path]
+	change(&rec)
+	if rec == (recollection{}) {
+		delete(r.recent, path)
+		return
+	}
+	r.recent[path] = rec
+	if len(r.recent) > 256 {
+		for k, v := range r.recent {
+			if !v.suspect && time.Since(v.contendedAt) >= contentionMemory {
+				delete(r.recent, k)
+			}
+		}
+	}
 }
 
 // registryKey is the registry's key in the session's sessionlocal.Table.
@@ -45,7 +122,7 @@ type registryKey struct{}
 // registryOf returns the registry of s's Mutexes.
 func registryOf(s *session.Session) *registry {
 	return sessionlocal.Get(s.Context(), registryKey{}, func() *registry {
-		return &registry{loops: map[string]*pathState{}}
+		return &registry{loops: map[string]*pathState{}, recent: map[string]recollection{}}
 	})
 }
 
@@ -84,10 +161,12 @@ func attach(m *Mutex) *pathState {
 }
 
 // newPathState makes the state of m's session and path, for m (whose server
-// side it copies), not registered and with no loop running.
+// side it copies), not registered and with no loop running. Called with
+// m.reg.mu held.
 func newPathState(m *Mutex) *pathState {
 	srv := *m.srv
-	p := &pathState{reg: m.reg, path: m.path, sess: m.sess, srv: &srv, log: m.log}
+	p := &pathState{reg: m.reg, path: m.path, sess: m.sess, srv: &srv, log: m.log,
+		contended: m.reg.recentlyContended(m.path)}
 	p.srv.spawn = p.spawn
 	return p
 }
@@ -157,6 +236,7 @@ type workResult struct {
 	acq       *acquisition // acquired
 	err       error        // acquired, released
 	contended bool         // checked, released: another process waits
+	try       bool         // acquired: the attempt was a TryLock's one shot
 }
 
 // pathState is the local state of one (session, path). The fields below
@@ -191,7 +271,6 @@ type pathState struct {
 	holder       *Guard
 	contended    bool       // the last release saw another process waiting
 	unlockReply  chan error // the Unlock waiting for the running release
-	acks         []chan struct{}
 }
 
 func (p *pathState) run() {
@@ -214,7 +293,6 @@ func (p *pathState) run() {
 		case <-sessDone:
 			sessDone = nil // checked below, on every turn
 		}
-		p.flushAcks()
 		if p.exit() {
 			p.wg.Wait()
 			return
@@ -292,14 +370,12 @@ func (p *pathState) onCancel(c cancelMsg) {
 		close(c.ack)
 		return
 	case granted:
-		// The grant crossed the cancellation: release it as Unlock would.
+		// The grant crossed the cancellation: release it as Unlock would
+		// (in the background: the Lock returns at once, as it does when
+		// its ctx ends while an attempt is at the server).
 		r.state = answered
 		if r.guard.released.CompareAndSwap(false, true) {
 			p.unlock(r.guard, nil)
-		}
-		if p.phase == releasing {
-			p.acks = append(p.acks, c.ack)
-			return
 		}
 		close(c.ack)
 		return
@@ -317,13 +393,11 @@ func (p *pathState) onCancel(c cancelMsg) {
 		}
 	}
 	if p.phase == acquiring && p.tryReq == nil && len(p.waiters) == 0 && !p.acqCancelled {
+		// Nobody wants the attempt any more: the acquirer stops waiting
+		// and removes what it made, in the background (Snapshot.Finishing
+		// until it is done).
 		p.acqCancelled = true
 		p.acqCancel()
-	}
-	if p.phase == acquiring && p.acqCancelled {
-		// Answer once the acquirer has cleaned up after itself.
-		p.acks = append(p.acks, c.ack)
-		return
 	}
 	close(c.ack)
 }
@@ -387,10 +461,13 @@ func (p *pathState) onWork(w workResult) {
 		if r := p.tryReq; r != nil {
 			p.tryReq = nil
 			p.fail(r, w.err)
-		} else if !errors.Is(w.err, context.Canceled) || p.sess.Err() != nil {
+		} else if !w.try && (!errors.Is(w.err, context.Canceled) || p.sess.Err() != nil) {
 			// A blocking acquirer fails only when the session ends or on
 			// an unexpected error: every waiter gets it. (Canceled: we
-			// stopped it because its waiters had gone.)
+			// stopped it because its waiters had gone.) A TryLock's one
+			// shot says nothing to blocking waiters that came meanwhile
+			// (ErrLocked, a suspension): they get a blocking acquirer,
+			// which fails them itself if the session has ended.
 			p.failAll(w.err)
 		}
 		p.startAcquire(false)
@@ -406,6 +483,7 @@ func (p *pathState) onWork(w workResult) {
 		p.grant(p.popWaiter())
 	case released:
 		p.contended = w.contended
+		p.reg.noteRelease(p.path, w.contended)
 		answer(p.unlockReply, w.err)
 		p.unlockReply = nil
 		p.startAcquire(false)
@@ -429,7 +507,7 @@ func (p *pathState) startAcquire(try bool) {
 	queue := p.contended && !try
 	p.spawn(func() {
 		acq, err := p.srv.acquire(ctx, try, queue)
-		p.work <- workResult{kind: acquired, acq: acq, err: err}
+		p.work <- workResult{kind: acquired, acq: acq, err: err, try: try}
 	})
 }
 
@@ -481,18 +559,6 @@ func (p *pathState) failAll(err error) {
 	}
 }
 
-// flushAcks answers the cancellations that waited for a clean-up, once no
-// clean-up on their behalf is running.
-func (p *pathState) flushAcks() {
-	if len(p.acks) == 0 || p.phase == releasing || (p.phase == acquiring && p.acqCancelled) {
-		return
-	}
-	for _, a := range p.acks {
-		close(a)
-	}
-	p.acks = nil
-}
-
 // spawn runs f on a helper goroutine the loop waits for before it exits.
 func (p *pathState) spawn(f func()) {
 	p.wg.Add(1)
@@ -519,10 +585,16 @@ type Snapshot struct {
 	Handoffs int
 	// Token is the fencing token of the process's acquisition, 0 if none.
 	Token int64
+	// Finishing reports whether the process is still at the server for the
+	// lock on behalf of no waiting goroutine: an attempt whose Lock has
+	// returned (its ctx ended) or a release. Until it is done the process
+	// may still have nodes of the lock on the server.
+	Finishing bool
 }
 
 func (p *pathState) snapshot() Snapshot {
-	s := Snapshot{Held: p.holder != nil, Waiting: len(p.waiters)}
+	s := Snapshot{Held: p.holder != nil, Waiting: len(p.waiters),
+		Finishing: p.phase == releasing || (p.phase == acquiring && p.acqCancelled)}
 	if p.tryReq != nil {
 		s.Waiting++
 	}

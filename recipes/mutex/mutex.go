@@ -112,9 +112,9 @@ func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {
 		return nil, fmt.Errorf("mutex: WithMaxLocalHandoffs(%d) must not be negative: %w", o.maxHandoffs, coordkit.ErrInvalidArgument)
 	}
 	m := &Mutex{sess: s, path: path, opts: o, log: o.log.With(zap.String("mutex", path))}
-	m.srv = newServer(s, path, m.log)
 	m.runner = detach.From(s.Context())
 	m.reg = registryOf(s)
+	m.srv = newServer(s, path, m.reg, m.log)
 	m.locker = &locker{m: m}
 	return m, nil
 }
@@ -138,8 +138,8 @@ func (m *Mutex) Path() string { return m.path }
 // in flight then is not abandoned: the process finishes the attempt in the
 // background and removes what it made (or releases the lock, should the
 // attempt get it) once the server answers, or the session ends. Until then
-// Inspect counts it as waiting, a TryLock of the process on the path returns
-// recipes.ErrLocked, and its Lock waits for it.
+// Inspect reports it as Finishing, a TryLock of the process on the path
+// returns recipes.ErrLocked, and its Lock waits for it.
 func (m *Mutex) Lock(ctx context.Context) (*Guard, error) { return m.lock(ctx, false) }
 
 // TryLock takes the lock only if it is free: it returns recipes.ErrLocked at

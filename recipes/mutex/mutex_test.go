@@ -401,6 +401,110 @@ func TestLocalHandoffsAreBounded(t *testing.T) {
 	w.empty()
 }
 
+// TestFairnessAcrossSoloAcquisitions: a process whose one goroutine locks
+// and unlocks in a loop (each acquisition on the solo path, with no local
+// state left between them) must not starve a process waiting at the head
+// of the queue: once its release has seen the waiter's mark, its next Lock
+// queues behind it.
+func TestFairnessAcrossSoloAcquisitions(t *testing.T) {
+	w := newWorld(t)
+	ma, mb := w.mutex(w.session()), w.mutex(w.session())
+	ga := lock(t, ma)
+	gotB := lockAsync(t, mb)
+	waitFor(t, "B to mark the owner node", func() bool {
+		n, ok := w.owner()
+		return ok && string(n.Data) == mutex.ContendedMark
+	})
+	for again := 0; ; again++ {
+		unlock(t, ga)
+		gotA := lockAsync(t, ma)
+		select {
+		case gb := <-gotB:
+			if gb == nil {
+				t.FailNow()
+			}
+			unlock(t, gb)
+			unlock(t, granted(t, gotA))
+			w.empty()
+			return
+		case ga = <-gotA:
+			if ga == nil {
+				t.FailNow()
+			}
+			// A may overtake the head once, in the instant between its
+			// delete and B's create; its release then sees the mark.
+			if again >= 1 {
+				t.Fatalf("A took the lock %d times in a row while B waited at the head", again+1)
+			}
+		case <-time.After(timeout):
+			t.Fatal("neither A nor B got the lock")
+		}
+	}
+}
+
+// TestCancelledLockReturnsWhileServerSilent: the loop's acquirer waits in
+// the queue for the only Lock that wants it; the server stops answering and
+// that Lock's ctx ends. Lock returns at once; the acquirer removes what it
+// made in the background (Inspect says Finishing), and nothing is left once
+// the server answers again.
+func TestCancelledLockReturnsWhileServerSilent(t *testing.T) {
+	w := newWorld(t)
+	sa := w.session()
+	ma, mb := w.mutex(sa), w.mutex(w.session())
+	gb := lock(t, mb)
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	defer cancel1()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	errs := make(chan error, 2)
+	lockUnder := func(ctx context.Context) {
+		g, err := ma.Lock(ctx)
+		if err == nil {
+			err = g.Unlock(context.Background())
+			if err == nil {
+				err = errors.New("granted while another session holds")
+			}
+		}
+		errs <- err
+	}
+	go lockUnder(ctx1) // on the solo path: it queues on the server
+	waitFor(t, "A's first Lock to queue", func() bool { return len(w.queued()) == 1 })
+	go lockUnder(ctx2) // starts the loop, which waits for the solo goroutine
+	waitFor(t, "A's second Lock to wait", func() bool { return ma.Inspect().Waiting == 2 })
+	cancel1()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first Lock: %v, want Canceled", err)
+	}
+	waitFor(t, "the loop to queue for the second Lock", func() bool {
+		snap := ma.Inspect()
+		return snap.Waiting == 1 && !snap.Finishing
+	})
+	if err := w.Drv.Stall(sa.ID()); err != nil {
+		t.Fatal(err)
+	}
+	cancel2()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("second Lock: %v, want Canceled", err)
+		}
+	case <-time.After(timeout):
+		t.Fatal("a Lock whose ctx ended did not return while the server was silent")
+	}
+	if snap := ma.Inspect(); !snap.Finishing || snap.Waiting != 0 {
+		t.Errorf("Inspect while the abandoned attempt waits for the server: %+v, want Finishing", snap)
+	}
+	if err := w.Drv.Unstall(sa.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the abandoned attempt to finish", func() bool { return ma.Inspect() == (mutex.Snapshot{}) })
+	if q := w.queued(); len(q) != 0 {
+		t.Fatalf("queue nodes left behind: %v", names(q))
+	}
+	unlock(t, gb)
+	w.empty()
+}
+
 func TestSharedStateAcrossMutexes(t *testing.T) {
 	w := newWorld(t)
 	s := w.session()

@@ -63,6 +63,8 @@ type acquisition struct {
 type server struct {
 	sess  *session.Session
 	conn  backend.Conn
+	reg   *registry // the session's: what the process remembers of path
+	path  string
 	owner string
 	// exact: the backend's versions identify incarnations (etcd), so a
 	// delete by version never touches a newer owner node.
@@ -75,7 +77,7 @@ type server struct {
 	spec   *waitq.Spec
 }
 
-func newServer(s *session.Session, path string, log *zap.Logger) *server {
+func newServer(s *session.Session, path string, reg *registry, log *zap.Logger) *server {
 	queue := backend.Join(path, QueueName)
 	exact := versionsIdentifyIncarnations(s.Conn())
 	var stamps backend.ParentStamps
@@ -85,6 +87,8 @@ func newServer(s *session.Session, path string, log *zap.Logger) *server {
 	return &server{
 		sess:   s,
 		conn:   s.Conn(),
+		reg:    reg,
+		path:   path,
 		owner:  backend.Join(path, OwnerName),
 		exact:  exact,
 		stamps: stamps,
@@ -137,15 +141,36 @@ func (s *server) acquire(ctx context.Context, try, queue bool) (*acquisition, er
 				}
 				continue // suspended right after the grant: it is undone, try again
 			case errors.Is(err, backend.ErrNodeExists):
-				if try {
+				// The node may be our own, left over (see removeLeftover):
+				// queueing behind it would deadlock with a process at the
+				// head that waits for it to go. Where one may be, remove
+				// it and try again.
+				var left bool
+				var lerr error
+				if s.reg.suspect(s.path) {
+					left, lerr = s.removeLeftover(ctx)
+				}
+				switch {
+				case lerr != nil && try:
+					return nil, s.stopped(ctx, lerr)
+				case lerr != nil:
+					if err := s.retry(ctx, lerr, &backoff); err != nil {
+						return nil, err
+					}
+					continue
+				case left:
+					continue
+				case try:
 					return nil, recipes.ErrLocked
 				}
 			case errors.Is(err, backend.ErrConnectionLoss) && !try:
+				s.reg.setSuspect(s.path, true) // the create's outcome is unknown
 				if err := s.await(ctx, &backoff); err != nil {
 					return nil, err
 				}
 				continue
 			default:
+				s.reg.setSuspect(s.path, true)
 				return nil, s.stopped(ctx, err)
 			}
 			break
@@ -215,6 +240,7 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 				}
 			case errors.Is(err, backend.ErrNodeExists):
 			default:
+				s.reg.setSuspect(s.path, true) // the create's outcome may be unknown
 				if err := s.retry(ctx, err, backoff); err != nil {
 					return nil, err
 				}
@@ -222,9 +248,7 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 			continue
 		}
 		if n.Owner == s.conn.SessionID() {
-			// Ours, left over from an acquisition whose release failed:
-			// this process holds nothing now (its acquisitions are
-			// serialised), so it can go.
+			// Ours, left over (see removeLeftover).
 			w.Stop()
 			if err := s.deleteIncarnation(ctx, n, proof{}, nil); err != nil {
 				if err := s.retry(ctx, err, backoff); err != nil {
@@ -260,6 +284,34 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 	}
 }
 
+// removeLeftover reads P/owner after a create found it there and, if it
+// belongs to this session, deletes that incarnation. The session may have
+// left one (the registry then suspects it): a create whose outcome is
+// unknown (its reply was lost: the etcd driver returns a connection loss
+// for a fixed-path create then, where the ZooKeeper driver finds the node
+// by its owner) or a delete that failed. It is not held: this process holds
+// nothing while it acquires (its acquisitions are serialised). It reports
+// whether it removed one; once it knows, the suspicion is cleared.
+func (s *server) removeLeftover(ctx context.Context) (bool, error) {
+	n, err := s.conn.Get(ctx, s.owner)
+	switch {
+	case errors.Is(err, backend.ErrNoNode):
+		s.reg.setSuspect(s.path, false)
+		return false, nil
+	case err != nil:
+		return false, err
+	case n.Owner != s.conn.SessionID():
+		s.reg.setSuspect(s.path, false)
+		return false, nil
+	}
+	s.log.Debug("removing a left-over owner node of this session", zap.Int64("token", n.Token))
+	if err := s.deleteIncarnation(ctx, n, proof{}, nil); err != nil {
+		return false, err
+	}
+	s.reg.setSuspect(s.path, false)
+	return true, nil
+}
+
 // createOwner creates P/owner, with the proof its release will use (see
 // proof): where versions do not identify incarnations (ZooKeeper) the
 // create stamps P in the same transaction (backend.ParentStamps), or, where
@@ -288,12 +340,11 @@ func (s *server) granted(epoch context.Context, n backend.Node, p proof) *acquis
 		s.log.Debug("acquired", zap.Int64("token", n.Token))
 		return &acquisition{node: n, proof: p, hold: hold.Start(s.sess, epoch, n, n.Token)}
 	}
-	// Suspended (or worse) since: undo the create. If the delete fails,
-	// the node goes with the session, or the next acquisition finds it
-	// (its owner is this session) and deletes it.
-	ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
-	defer cancel()
-	_ = s.deleteIncarnation(ctx, n, p, nil)
+	// Suspended (or worse) since: undo the create, retrying through the
+	// suspension until it is done or the session ends (the node then goes
+	// with it). A node left behind would block the other processes for as
+	// long as the session lives: the head of the queue waits for it.
+	_ = s.removeOwner(nil, n, p, nil)
 	p.stop()
 	return nil
 }
@@ -382,6 +433,7 @@ func (s *server) removeOwner(within context.Context, n backend.Node, p proof, ma
 			return nil
 		case !retryable(err):
 			s.log.Warn("could not delete the owner node", zap.Int64("token", n.Token), zap.Error(err))
+			s.reg.setSuspect(s.path, true)
 			return err
 		}
 		wait := s.sess.Context()

@@ -35,6 +35,7 @@ const (
 	soloAcquiring                  // in Lock, at the server
 	soloHolding                    // its Guard holds
 	soloReleasing                  // its Guard's Unlock deletes the owner node
+	soloFinishing                  // its Lock has returned; the attempt goes on in the background
 )
 
 // adoptMsg hands the solo goroutine's state to the loop. Exactly one of
@@ -95,6 +96,8 @@ func (p *pathState) soloSnapshot(s *Snapshot) {
 		s.Waiting++
 	case soloHolding:
 		s.Held = true
+	case soloReleasing, soloFinishing:
+		s.Finishing = true
 	}
 	if p.soloAcq != nil && s.Token == 0 {
 		s.Token = p.soloAcq.node.Token
@@ -113,19 +116,23 @@ func (p *pathState) soloSnapshot(s *Snapshot) {
 // Under a ctx that can never end (context.Background) nothing is waited for
 // but the acquisition itself, which then runs on the caller's goroutine.
 func (p *pathState) lockSolo(ctx context.Context, m *Mutex, try bool, op string) (*Guard, error) {
+	// Set before the state was registered; nothing else writes it until
+	// the solo goroutine hands the state over.
+	queue := p.contended && !try
 	if ctx.Done() == nil {
-		acq, err := p.srv.acquire(ctx, try, false)
+		acq, err := p.srv.acquire(ctx, try, queue)
 		return p.soloAcquired(ctx, m, try, op, acq, err)
 	}
 	p.wg.Add(1) // until the attempt is handed back, or abandoned and undone
 	r, ok := detach.Call(ctx, m.runner, func() soloAttempt {
-		acq, err := p.srv.acquire(ctx, try, false)
+		acq, err := p.srv.acquire(ctx, try, queue)
 		return soloAttempt{acq, err}
 	}, func(r soloAttempt) {
 		defer p.wg.Done()
 		p.soloAbandoned(r.acq)
 	})
 	if !ok {
+		p.soloFinishing()
 		return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, ctxErr(ctx))
 	}
 	p.wg.Done()
@@ -142,12 +149,13 @@ type soloAttempt struct {
 // acquisition's outcome.
 func (p *pathState) soloAcquired(ctx context.Context, m *Mutex, try bool, op string, acq *acquisition, err error) (*Guard, error) {
 	if err == nil && ctx.Err() != nil {
-		// Granted as ctx ended: nobody wants it (as the loop does with a
-		// grant that crosses a cancellation).
-		if _, rerr := p.srv.release(nil, acq); rerr != nil {
-			p.log.Warn("could not release a grant nobody wanted", zap.Error(rerr))
-		}
-		acq, err = nil, ctxErr(ctx)
+		// Granted as ctx ended: nobody wants it. It is released in the
+		// background, as the loop does with a grant that crosses a
+		// cancellation, and Lock returns at once; the state stays
+		// registered until the release is done.
+		p.soloFinishing()
+		p.spawn(func() { p.soloAbandoned(acq) })
+		return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, ctxErr(ctx))
 	}
 	next := soloNone
 	if acq != nil {
@@ -168,6 +176,17 @@ func (p *pathState) soloAcquired(ctx context.Context, m *Mutex, try bool, op str
 	}
 	res := <-r.reply
 	return res.g, nil
+}
+
+// soloFinishing records that the solo Lock has returned while its attempt
+// goes on (see Snapshot.Finishing), unless the attempt is over or the loop
+// has taken the state over.
+func (p *pathState) soloFinishing() {
+	p.reg.mu.Lock()
+	defer p.reg.mu.Unlock()
+	if p.solo == soloAcquiring {
+		p.solo = soloFinishing
+	}
 }
 
 // soloAbandoned ends a solo acquisition whose Lock has returned (its ctx
@@ -223,6 +242,7 @@ func (g *Guard) unlockSolo(ctx context.Context) (done bool, err error) {
 // soloReleased ends the solo goroutine's release: the state leaves the
 // registry, or, if the loop has started, the loop takes it over.
 func (p *pathState) soloReleased(contended bool) {
+	p.reg.noteRelease(p.path, contended)
 	if p.soloStep(soloNone, nil) {
 		p.adopt <- adoptMsg{released: true, contended: contended}
 	}

@@ -242,7 +242,7 @@ func TestSoloLockBoundedByContext(t *testing.T) {
 			case <-time.After(timeout):
 				t.Fatalf("%s did not return within %v of its ctx's end while the server was silent", name, timeout)
 			}
-			if snap := m.Inspect(); snap.Waiting != 1 || snap.Held {
+			if snap := m.Inspect(); !snap.Finishing || snap.Waiting != 0 || snap.Held {
 				t.Fatalf("Inspect while the abandoned attempt goes on: %+v", snap)
 			}
 			before := w.Drv.SessionStats(s.ID()).Requests
@@ -250,7 +250,7 @@ func TestSoloLockBoundedByContext(t *testing.T) {
 				t.Fatalf("local TryLock while an abandoned attempt goes on: %v, want ErrLocked", err)
 			}
 			got := lockAsync(t, m)
-			waitFor(t, "the local Lock to wait", func() bool { return m.Inspect().Waiting == 2 })
+			waitFor(t, "the local Lock to wait", func() bool { snap := m.Inspect(); return snap.Waiting == 1 && snap.Finishing })
 			if err := w.Drv.Unstall(s.ID()); err != nil {
 				t.Fatal(err)
 			}
