@@ -31,6 +31,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"sort"
 	"strconv"
 	"time"
 )
@@ -339,7 +340,7 @@ type Node struct {
 	// Seq orders siblings by creation: on ZooKeeper the sequence suffix as
 	// the signed 32-bit number the server wrote (negative after the parent's
 	// counter wrapped); on etcd the key's create revision. Compare siblings
-	// with SeqLess, never with <.
+	// with SeqLess and sort them with SortBySeq, never with <.
 	Seq int64
 	// Sequential reports whether Seq is meaningful: false for a ZooKeeper
 	// node whose name has no sequence suffix.
@@ -379,11 +380,73 @@ func GuardOf(n Node) Guard { return Guard{Path: n.Path, Token: n.Token, Version:
 // that wraps from 2147483647 to -2147483648, so values are compared with
 // serial-number arithmetic (RFC 1982): correct as long as the live siblings
 // span less than 2^31 creations. etcd revisions are 64-bit and never wrap.
+// SeqLess is not transitive over values spanning 2^31 or more: sort siblings
+// with SortBySeq, never with SeqLess.
 func SeqLess(a, b int64) bool {
 	if a >= -1<<31 && a < 1<<31 && b >= -1<<31 && b < 1<<31 {
 		return int32(uint32(a)-uint32(b)) < 0
 	}
 	return a < b
+}
+
+// SortBySeq sorts sibling nodes into creation order, as Conn.Children lists
+// them: sequential nodes first, then the others by name. Ties (equal Seq) are
+// broken by Name, and the sort is stable.
+//
+// The order of the sequential nodes is a total order (unlike SeqLess, which
+// is not transitive over values spanning 2^31 or more, so a sort by it can
+// misplace any node, also between two that SeqLess orders correctly). It
+// agrees with SeqLess on every pair whenever the sequential nodes span less
+// than 2^31 (on ZooKeeper: fewer than 2^31 creations between the oldest and
+// the newest); beyond that it is still a deterministic total order:
+//
+//   - If every Seq fits in int32 (ZooKeeper's counter), the values are placed
+//     on the 2^32 circle and read starting just after the largest gap between
+//     consecutive distinct values, that is by uint32(seq)-uint32(start) where
+//     start is the value after the gap. Among equal largest gaps the one
+//     whose start is the smallest signed value wins, so the order depends on
+//     the set of values only, never on the input order.
+//   - Otherwise (etcd's 64-bit revisions, which never wrap) by plain <.
+//
+// The guarantee is about the set sorted: a subset that spans less than 2^31
+// inside a set that does not (a queue's nodes among foreign siblings) can be
+// split by the largest gap. Filter first, then sort the subset on its own.
+func SortBySeq(nodes []Node) {
+	var (
+		vals  []int64
+		fit32 = true
+	)
+	for _, n := range nodes {
+		if n.Sequential {
+			vals = append(vals, n.Seq)
+			if n.Seq < -1<<31 || n.Seq >= 1<<31 {
+				fit32 = false
+			}
+		}
+	}
+	key := func(seq int64) int64 { return seq }
+	if fit32 && len(vals) > 0 {
+		sort.Slice(vals, func(i, j int) bool { return vals[i] < vals[j] })
+		// The gap ending at vals[0] wraps around the circle; the others end
+		// at vals[i] and start at vals[i-1]. The first largest one wins.
+		start, best := vals[0], int64(1<<32)-(vals[len(vals)-1]-vals[0])
+		for i := 1; i < len(vals); i++ {
+			if g := vals[i] - vals[i-1]; g > best {
+				start, best = vals[i], g
+			}
+		}
+		key = func(seq int64) int64 { return int64(uint32(seq) - uint32(start)) }
+	}
+	sort.SliceStable(nodes, func(i, j int) bool {
+		a, b := nodes[i], nodes[j]
+		if a.Sequential != b.Sequential {
+			return a.Sequential
+		}
+		if a.Sequential && a.Seq != b.Seq {
+			return key(a.Seq) < key(b.Seq)
+		}
+		return a.Name < b.Name
+	})
 }
 
 // ConnState is a state of a Conn as its driver sees it. The session package

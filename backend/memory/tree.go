@@ -2,7 +2,6 @@ package memory
 
 import (
 	"fmt"
-	"sort"
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
@@ -201,31 +200,21 @@ func (d *Driver) checkGuards(guards []backend.Guard) error {
 	return nil
 }
 
-// children lists parent's children: sequential ones in creation order, then
-// the others by name.
+// children lists parent's children as ZooKeeper's driver does
+// (backend.SortBySeq): sequential ones by sequence number, then the others by
+// name. Sorting by sequence rather than by czxid keeps the order ZooKeeper
+// gives after the counter wraps, or after SetNextSequence moved it, so tests
+// on this driver see the order recipes see on ZooKeeper.
 func (d *Driver) children(parent string) []backend.Node {
 	p := d.nodes[parent]
 	if p == nil || len(p.children) == 0 {
 		return nil
 	}
-	kids := make([]*node, 0, len(p.children))
+	out := make([]backend.Node, 0, len(p.children))
 	for _, n := range p.children {
-		kids = append(kids, n)
+		out = append(out, backend.Node{Path: n.path, Name: n.name, Seq: int64(n.seq), Sequential: n.sequential})
 	}
-	sort.Slice(kids, func(i, j int) bool {
-		a, b := kids[i], kids[j]
-		if a.sequential != b.sequential {
-			return a.sequential
-		}
-		if a.sequential {
-			return a.czxid < b.czxid
-		}
-		return a.name < b.name
-	})
-	out := make([]backend.Node, len(kids))
-	for i, n := range kids {
-		out[i] = backend.Node{Path: n.path, Name: n.name, Seq: int64(n.seq), Sequential: n.sequential}
-	}
+	backend.SortBySeq(out)
 	return out
 }
 

@@ -99,8 +99,9 @@
 //   - The sequence suffix is ZooKeeper's %010d of the parent's signed 32-bit
 //     counter. It is parsed into Node.Seq including negative values after
 //     the counter wraps ("-2147483648"); see parseSeq for the one ambiguous
-//     band. Children sorts sequential names with backend.SeqLess, then
-//     the other names by name.
+//     band. Children sorts sequential names with backend.SortBySeq (a total
+//     order that agrees with backend.SeqLess while they span less than
+//     2^31), then the other names by name.
 //
 // # Lost create replies
 //

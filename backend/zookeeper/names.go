@@ -3,7 +3,6 @@ package zookeeper
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 
 	"github.com/go-zookeeper/zk"
@@ -104,9 +103,12 @@ func nodeOf(path string, data []byte, st *zk.Stat) backend.Node {
 	return n
 }
 
-// childNodes turns a children listing into Nodes in creation order: names
-// with a sequence suffix first, by backend.SeqLess (ties by name), then the
-// others by name.
+// childNodes turns a children listing into Nodes in creation order, by
+// backend.SortBySeq: names with a sequence suffix first, in a total order
+// that agrees with backend.SeqLess while they span less than 2^31 (ties by
+// name), then the others by name. (Sorting with SeqLess itself is wrong: it
+// is not transitive once a foreign sequential child sits far from the
+// others, and a sort by it can misorder even the nodes of one queue.)
 func childNodes(parent string, names []string) []backend.Node {
 	nodes := make([]backend.Node, 0, len(names))
 	for _, name := range names {
@@ -114,21 +116,8 @@ func childNodes(parent string, names []string) []backend.Node {
 		n.Seq, n.Sequential = parseSeq(name)
 		nodes = append(nodes, n)
 	}
-	sortNodes(nodes)
+	backend.SortBySeq(nodes)
 	return nodes
-}
-
-func sortNodes(nodes []backend.Node) {
-	sort.SliceStable(nodes, func(i, j int) bool {
-		a, b := nodes[i], nodes[j]
-		if a.Sequential != b.Sequential {
-			return a.Sequential
-		}
-		if a.Sequential && a.Seq != b.Seq {
-			return backend.SeqLess(a.Seq, b.Seq)
-		}
-		return a.Name < b.Name
-	})
 }
 
 // zkVersion converts a seam version to ZooKeeper's int32 data version.

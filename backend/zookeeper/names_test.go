@@ -122,6 +122,39 @@ func TestChildNodesOrder(t *testing.T) {
 	}
 }
 
+// TestChildNodesForeignAntipodal: lock nodes A (created first) and B, made
+// after the counter wrapped, and a foreign job-0000000003 made early in the
+// directory's life, antipodal to them. SeqLess is cyclic on these three
+// (job < A < B < job); a sort by it put B before A for the listings {B, job,
+// A} and {job, B, A}. Every listing order must give A before B.
+func TestChildNodesForeignAntipodal(t *testing.T) {
+	const (
+		a   = "_c_aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa-lock--2147483647"
+		b   = "_c_bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb-lock--2147483640"
+		job = "job-0000000003"
+	)
+	for _, listing := range [][]string{
+		{b, job, a}, {job, b, a}, {a, b, job}, {a, job, b}, {b, a, job}, {job, a, b},
+		{"config", b, job, a}, {job, "config", b, a},
+	} {
+		got := childNodes("/locks/fair", listing)
+		var order []string
+		for _, n := range got {
+			order = append(order, n.Name)
+		}
+		want := []string{a, b, job}
+		if len(listing) == 4 {
+			want = append(want, "config")
+		}
+		if strings.Join(order, " ") != strings.Join(want, " ") {
+			t.Errorf("listing %v: order %v, want %v", listing, order, want)
+		}
+		if got[0].Seq != -2147483647 || got[1].Seq != -2147483640 || got[2].Seq != 3 || got[0].Path != "/locks/fair/"+a {
+			t.Errorf("listing %v: fields %+v", listing, got)
+		}
+	}
+}
+
 func TestNodeOfAndOwner(t *testing.T) {
 	st := &zk.Stat{Czxid: 77, Version: 3, EphemeralOwner: -0x7000000000000001}
 	n := nodeOf("/a/b-0000000009", []byte("d"), st)

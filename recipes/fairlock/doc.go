@@ -50,8 +50,10 @@
 //
 // The ZooKeeper sequence counter is a signed 32-bit number that wraps after
 // 2^31 creations in one directory. The queue is ordered with serial-number
-// arithmetic (backend.SeqLess), which is correct across the wrap while the
-// live nodes of one path span fewer than 2^31 creations; container parents
+// arithmetic (backend.SeqLess, through backend.SortBySeq on the lock's own
+// nodes only, so that foreign children cannot disturb it), which is correct
+// across the wrap while the live nodes of one path span fewer than 2^31
+// creations; container parents
 // are removed by the server once empty, which restarts the counter. (Curator
 // compares the suffix as a string and gets the order wrong after a wrap; a
 // mixed Go and Java queue is only as good as Curator there.)

@@ -674,6 +674,66 @@ func TestSequenceWrap(t *testing.T) {
 	e.awaitChildren(0)
 }
 
+// TestSequenceWrapForeignChild: as TestSequenceWrap, with a foreign
+// persistent sequential child made while the directory was new
+// (job-0000000000), before the counter is moved near 2^31-1: the lock nodes
+// then cross the wrap antipodal to it, where serial-number comparison is not
+// transitive (job < holder, the wrapped nodes < job, holder < the wrapped
+// nodes). The foreign child must not change the queue's order: nobody is
+// granted while the holder holds, and grants follow creation order, one at
+// a time.
+func TestSequenceWrapForeignChild(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	job, err := e.Obs.Create(ctx, dir+"/job-", []byte("foreign"), backend.CreateOptions{Sequential: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Seq != 0 {
+		t.Fatalf("foreign child %s has seq %d, want 0", job.Name, job.Seq)
+	}
+	if err := e.Drv.SetNextSequence(dir, math.MaxInt32-2); err != nil {
+		t.Fatal(err)
+	}
+	holder := e.acquire()
+	sessions := make([]*session.Session, 5)
+	chans := make([]<-chan result, len(sessions))
+	for i := range sessions {
+		sessions[i] = e.Session()
+		chans[i] = lockAsync(ctx, e.lock(sessions[i]))
+		e.awaitChildren(i + 3) // job, the holder, i+1 waiters
+		// The waiter has decided on its listing: it watches its
+		// predecessor and its own node, or it has (wrongly) returned.
+		id, ch := sessions[i].ID(), chans[i]
+		locktest.Eventually(t, bound, fmt.Sprintf("waiter %d waits", i), func() bool {
+			return len(ch) > 0 || e.Drv.SessionStats(id).Watches == 2
+		})
+	}
+	waiting(t, "while the holder holds", chans...)
+	if g, err := e.lock(e.Session()).TryLock(ctx); !errors.Is(err, recipes.ErrLocked) {
+		if g != nil {
+			locktest.MustUnlock(t, g)
+		}
+		t.Fatalf("TryLock while the lock is held: %v", err)
+	}
+	var suffixes []string
+	for _, k := range e.Children(dir) {
+		if i := strings.LastIndex(k.Name, "lock-"); i >= 0 {
+			suffixes = append(suffixes, k.Name[i+len("lock-"):])
+		}
+	}
+	if !slices.Contains(suffixes, "2147483647") || !slices.Contains(suffixes, "-2147483648") {
+		t.Fatalf("the queue does not cross the wrap: %v", suffixes)
+	}
+	grantsInOrder(t, holder, chans)
+	if kids := e.awaitChildren(1); kids[0].Path != job.Path {
+		t.Fatalf("left behind: %v", locktest.Names(kids))
+	}
+	if err := e.Obs.Delete(ctx, job.Path, backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestLostCreateReply: the create's reply is lost; the driver finds the
 // node by its protected prefix and the lock works with exactly one node.
 func TestLostCreateReply(t *testing.T) {

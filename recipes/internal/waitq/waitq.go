@@ -39,18 +39,23 @@
 // # Leaving
 //
 // Every failed or cancelled wait deletes its own node (its name is no other
-// node's while it exists, so no version is needed), with a fresh context
-// bounded by the session timeout, never the caller's cancelled one. When the
+// node's while it exists, so no version is needed), under a context that
+// cannot end (never the caller's cancelled one), bounded by the driver,
+// which ends a call when the connection or the session is lost. When the
 // delete cannot reach the server, it is retried in the background once the
 // session reconnects; that goroutine ends when the delete is done or when
 // the session ends (the server then deletes the node itself).
 //
 // # Order
 //
-// Children are ordered as the drivers list them: by sequence number with
-// serial-number arithmetic on ZooKeeper (backend.SeqLess, so a wrapped
-// counter still sorts correctly while the live nodes span less than 2^31
-// creations), by create revision on etcd.
+// The members are ordered with backend.SortBySeq after the listing is
+// filtered: by sequence number on ZooKeeper, in an order that agrees with
+// serial-number arithmetic (backend.SeqLess) while the live members span less
+// than 2^31 creations, so a wrapped counter still sorts correctly; by create
+// revision on etcd. Sorting the members alone, not the whole listing, means
+// that no foreign child (a persistent "job-0000000003" made early in the
+// directory's life, say, antipodal to the members after the counter wrapped)
+// can change the members' relative order.
 package waitq
 
 import (
@@ -264,22 +269,26 @@ func (e *Entry) Named() bool { return e.named }
 // the entry.
 func (e *Entry) Queue() []backend.Node { return e.queue }
 
-// members filters the latest listing and finds our node in it (-1 if it is
-// missing).
+// members filters the latest listing, sorts the members into queue order
+// and finds our node among them (-1 if it is missing). The sort comes after
+// the filter: the listing's own order can be wrong for the members when it
+// holds foreign sequential children (a sort of a set spanning 2^31 or more
+// is not ordered by SeqLess), and the members' order must depend on the
+// members only (see backend.SortBySeq).
 func (e *Entry) members() ([]backend.Node, int) {
 	queue := make([]backend.Node, 0, len(e.kids))
-	ours := -1
 	for _, k := range e.kids {
-		if k.Path == e.node.Path {
-			ours = len(queue)
-			queue = append(queue, k)
-			continue
-		}
-		if e.spec.Member == nil || e.spec.Member(k, e.named) {
+		if k.Path == e.node.Path || e.spec.Member == nil || e.spec.Member(k, e.named) {
 			queue = append(queue, k)
 		}
 	}
-	return queue, ours
+	backend.SortBySeq(queue)
+	for i, k := range queue {
+		if k.Path == e.node.Path {
+			return queue, i
+		}
+	}
+	return queue, -1
 }
 
 // Wait returns nil once the entry is granted. With block false it does not
@@ -468,10 +477,11 @@ func (e *Entry) gone() error {
 	return fmt.Errorf("waitq: our node %s was deleted while waiting: %w", e.node.Path, recipes.ErrNodeDeleted)
 }
 
-// Leave deletes the entry's node, with a fresh context bounded by the
-// session timeout. If the server cannot be reached the delete is retried in
-// the background once the session reconnects; if the session has ended,
-// the server deletes the node (it is ephemeral). Leave is idempotent.
+// Leave deletes the entry's node (see Remove, whose first attempt here runs
+// under a context that cannot end). If the server cannot be reached the
+// delete is retried in the background once the session reconnects; if the
+// session has ended, the server deletes the node (it is ephemeral). Leave
+// is idempotent.
 func (e *Entry) Leave() {
 	if e.left {
 		return
