@@ -392,6 +392,46 @@ func TestEtcdDriver_CloseWhileStalled(t *testing.T) {
 // it, then the connection broke) is retried with the same key and returns
 // the node the lost attempt made: exactly one key exists. A plain create
 // is not retried and reports ErrConnectionLoss.
+// TestEtcdDriver_LostCreateOrphanDeleted: a queue node's create is applied
+// but no reply comes back before the caller's ctx ends, so the caller never
+// gets the node. The driver deletes it in the background once the server
+// answers again: left there it would sit at the head of the queue, ahead of
+// every waiter, for as long as the session lives.
+func TestEtcdDriver_LostCreateOrphanDeleted(t *testing.T) {
+	e := sharedEtcd.Get(t)
+	raw := connectEtcd(t, e.Endpoints()...)
+	base := etcdScratch(t, raw)
+	p := integration.NewProxy(t, e.Endpoint(0))
+	wire := newLossyDialer(p.Addr(), false)
+	d := openEtcdDriverVia(t, p, wire)
+	c := openConn(t, d, 10*time.Second)
+	parent := base + "/queue"
+	applied := etcdPutSeen(t, raw, parent+"/")
+	p.BlackholeReplies()
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.CreateAndList(ctx, parent+"/lock-", nil, backend.CreateOptions{Protected: true, Ephemeral: true, Sequential: true})
+		done <- err
+	}()
+	receive(t, "server applies the create", applied, 10*time.Second)
+	expectErr(t, "CreateAndList whose reply never came", receive(t, "CreateAndList", done, 20*time.Second), context.DeadlineExceeded)
+	if keys := etcdKeys(t, raw, parent+"/"); len(keys) != 1 {
+		t.Fatalf("keys after the lost reply: %v, want the one the server applied", keys)
+	}
+	p.Unblackhole()
+	waitUntil(t, "the orphan deleted", 20*time.Second, func() bool { return len(etcdKeys(t, raw, parent+"/")) == 0 })
+	// The session is whole: the next create works.
+	n, _, err := c.CreateAndList(testCtx(t), parent+"/lock-", nil, backend.CreateOptions{Protected: true, Ephemeral: true, Sequential: true})
+	if err != nil {
+		t.Fatalf("CreateAndList afterwards: %v", err)
+	}
+	if keys := etcdKeys(t, raw, parent+"/"); len(keys) != 1 || keys[n.Path] == 0 {
+		t.Fatalf("keys afterwards: %v, want only %s", keys, n.Path)
+	}
+}
+
 func TestEtcdDriver_LostCreateReply(t *testing.T) {
 	e := sharedEtcd.Get(t)
 	raw := connectEtcd(t, e.Endpoints()...)

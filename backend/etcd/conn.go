@@ -58,7 +58,7 @@ type conn struct {
 	dead         error                // nil while the session lives
 	sess         *concurrency.Session // of the current keepalive subscription; set by Open and the state loop
 	closeStarted bool
-	wg           sync.WaitGroup // marker watcher, watches, lease confirmations, revoke after expiry
+	wg           sync.WaitGroup // marker watcher, watches, lease confirmations, revoke after expiry, orphan deletes
 }
 
 var _ backend.Conn = (*conn)(nil)
@@ -308,18 +308,9 @@ const (
 	confirmBackoffMax     = 2 * time.Second
 )
 
-// confirmBackoff is the pause before attempt n (from 0) to ask the server
-// about the lease: none for the first, then 250ms doubling up to 2s.
-func confirmBackoff(n int) time.Duration {
-	if n <= 0 {
-		return 0
-	}
-	d := confirmBackoffMin
-	for i := 1; i < n && d < confirmBackoffMax; i++ {
-		d *= 2
-	}
-	return min(d, confirmBackoffMax)
-}
+// confirmBackoff paces the questions about the lease: none for the first,
+// then 250ms doubling up to 2s.
+var confirmBackoff = backend.Backoff{Min: confirmBackoffMin, Max: confirmBackoffMax}
 
 // confirmLease asks the server whether the lease still exists, until it
 // gets an answer, and sends the answer on out. It gives up silently at
@@ -332,7 +323,7 @@ func (c *conn) confirmLease(deadline time.Time, attempt int, out chan<- leaseChe
 	defer cancel()
 	start := time.Now()
 	var err error
-	for n := attempt; sleepCtx(ctx, confirmBackoff(n)); n++ {
+	for n := attempt; backend.Sleep(ctx, confirmBackoff.Pause(n)); n++ {
 		var chk leaseCheck
 		if cerr := c.cli.Ctx().Err(); cerr != nil {
 			chk.gone = fmt.Errorf("etcd client closed: %w", cerr)
@@ -343,7 +334,7 @@ func (c *conn) confirmLease(deadline time.Time, attempt int, out chan<- leaseChe
 			case leaseGone:
 				chk.gone = fmt.Errorf("lease keepalive ended and the server no longer has the lease: %w", rpctypes.ErrLeaseNotFound)
 			case leaseUnknown:
-				c.lg.Debug("lease confirmation unanswered", zap.Error(err), zap.Duration("next-in", confirmBackoff(n+1)))
+				c.lg.Debug("lease confirmation unanswered", zap.Error(err), zap.Duration("next-in", confirmBackoff.Pause(n+1)))
 				continue
 			}
 		}
@@ -353,20 +344,6 @@ func (c *conn) confirmLease(deadline time.Time, attempt int, out chan<- leaseChe
 	}
 	c.lg.Debug("lease confirmation given up", zap.NamedError("last-error", err), zap.NamedError("cause", context.Cause(ctx)),
 		zap.Duration("after", time.Since(start)))
-}
-
-// sleepCtx waits for d, or less if ctx ends first; it reports whether ctx
-// is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-	}
-	return ctx.Err() == nil
 }
 
 // askLease asks the server once, within confirmAttemptTimeout, whether it
@@ -460,7 +437,7 @@ func (c *conn) watchMarker(rev int64) {
 				return
 			}
 			c.lg.Debug("reading session marker failed", zap.Error(err))
-			if !sleepCtx(c.ctx, min(time.Duration(attempt+1)*100*time.Millisecond, time.Second)) {
+			if !backend.Sleep(c.ctx, min(time.Duration(attempt+1)*100*time.Millisecond, time.Second)) {
 				return
 			}
 			continue
@@ -526,6 +503,24 @@ func (c *conn) Close(ctx context.Context) error {
 	c.lg.Debug("etcd session closed")
 	close(c.closed)
 	return err
+}
+
+// goBackground runs f on a goroutine that Close waits for (c.wg); f must
+// return once c.ctx is done. Once the session has expired or Close has
+// begun it reports false without running f.
+func (c *conn) goBackground(f func()) bool {
+	c.mu.Lock()
+	if c.closeStarted || c.dead != nil {
+		c.mu.Unlock()
+		return false
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // begin starts a call: it fails if the session is gone and returns a context

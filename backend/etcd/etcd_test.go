@@ -171,21 +171,6 @@ func TestOpenValidation(t *testing.T) {
 	}
 }
 
-func TestConfirmBackoff(t *testing.T) {
-	want := []time.Duration{0, 250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second}
-	for n, w := range want {
-		if got := confirmBackoff(n); got != w {
-			t.Errorf("confirmBackoff(%d) = %v, want %v", n, got, w)
-		}
-	}
-	if got := confirmBackoff(-1); got != 0 {
-		t.Errorf("confirmBackoff(-1) = %v", got)
-	}
-	if got := confirmBackoff(1 << 20); got != confirmBackoffMax {
-		t.Errorf("confirmBackoff(huge) = %v", got)
-	}
-}
-
 func TestJudgeTimeToLive(t *testing.T) {
 	ttl := func(n int64) *clientv3.LeaseTimeToLiveResponse { return &clientv3.LeaseTimeToLiveResponse{TTL: n} }
 	for _, tc := range []struct {
@@ -207,20 +192,5 @@ func TestJudgeTimeToLive(t *testing.T) {
 		if got := judgeTimeToLive(tc.resp, tc.err); got != tc.want {
 			t.Errorf("%s: judgeTimeToLive = %v, want %v", tc.name, got, tc.want)
 		}
-	}
-}
-
-func TestSleepCtx(t *testing.T) {
-	if !sleepCtx(context.Background(), 0) || !sleepCtx(context.Background(), time.Millisecond) {
-		t.Error("sleepCtx on a live ctx = false")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	start := time.Now()
-	if sleepCtx(ctx, time.Hour) || sleepCtx(ctx, 0) {
-		t.Error("sleepCtx on a done ctx = true")
-	}
-	if el := time.Since(start); el > time.Second {
-		t.Errorf("sleepCtx on a done ctx took %v", el)
 	}
 }

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/coordkit/coordkit/backend"
 )
@@ -94,12 +97,33 @@ func rangeKvs(r *clientv3.TxnResponse, i int) []*mvccpb.KeyValue {
 
 // Create creates a node in one Txn. See the package documentation for the
 // names of sequential and protected nodes.
+//
+// When a connection failure (or the end of ctx) hides whether the Txn was
+// applied, what the caller gets depends on the kind of node:
+//
+//   - A protected or sequential create is retried with the same key (see
+//     the package documentation). If it still does not know, it returns
+//     backend.ErrConnectionLoss (or ctx's error), and the Conn deletes that
+//     key in the background if it exists and is still its own (attached to
+//     the same lease, or to none for a node that is not ephemeral): a node
+//     the caller never got must not stay at the head of a queue. It
+//     retries through connection loss until the key is gone, or until the
+//     session expires or Close begins (an ephemeral key then goes with the
+//     lease). A sequential create's key is free for reuse only once that
+//     delete has been confirmed.
+//   - A create of a fixed path (neither protected nor sequential) is sent
+//     once. On a lost reply it returns backend.ErrConnectionLoss and the
+//     node may or may not exist: the driver cannot tell a node this call
+//     made from one somebody else made, so it leaves it. The caller may Get
+//     the path (an ephemeral node of this session has Owner ==
+//     SessionID()) and Delete it; an ephemeral one goes with the session.
 func (c *conn) Create(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, error) {
 	n, _, err := c.create(ctx, "create", path, data, opts, false)
 	return n, err
 }
 
 // CreateAndList creates a node and lists its parent's children in one Txn.
+// A create whose outcome is unknown is handled as in Create.
 func (c *conn) CreateAndList(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, []backend.Node, error) {
 	return c.create(ctx, "create-and-list", path, data, opts, true)
 }
@@ -154,19 +178,37 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 	// session's live nodes, so the Txn is idempotent: a retry after a lost
 	// reply finds the node made by the attempt whose reply was lost.
 	retry := opts.Protected || opts.Sequential
+	// unknown: an attempt with key may have been applied although its
+	// reply was lost (only tracked for keys unique to this call).
+	unknown := false
+	giveUp := func(err error) (backend.Node, []backend.Node, error) {
+		switch {
+		case unknown:
+			// The key may be a node nobody will ever be given: delete it
+			// if it is still ours. Its name stays taken until then.
+			c.deleteOrphanLater(key, lease)
+		case opts.Sequential:
+			// Certainly not created: the name is free again.
+			c.names.release(key)
+		}
+		return backend.Node{}, nil, err
+	}
 	for attempt := 1; ; attempt++ {
 		resp, err := c.commit(octx, []*pb.Compare{absent(key)}, thenOps, elseOps)
 		if err != nil {
 			ferr := c.fail(ctx, op, path, err)
+			if retry && outcomeUnknown(err) {
+				unknown = true
+			}
 			if !retry || attempt >= createAttempts || !isUnavailable(err) || octx.Err() != nil {
-				return backend.Node{}, nil, ferr
+				return giveUp(ferr)
 			}
 			c.lg.Debug("retrying create after connection loss", zap.String("key", key), zap.Error(err))
 			t := time.NewTimer(time.Duration(attempt) * 100 * time.Millisecond)
 			select {
 			case <-octx.Done():
 				t.Stop()
-				return backend.Node{}, nil, c.fail(ctx, op, path, octx.Err())
+				return giveUp(c.fail(ctx, op, path, octx.Err()))
 			case <-t.C:
 			}
 			continue
@@ -200,6 +242,11 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 				continue
 			}
 			if !ours {
+				if opts.Sequential {
+					// Somebody else's node has our name (a retry found
+					// it on another lease): never hand the name out again.
+					c.names.drop(key)
+				}
 				return backend.Node{}, nil, fmt.Errorf("etcd: %s %q: %w", op, key, backend.ErrNodeExists)
 			}
 		}
@@ -207,6 +254,86 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 			return n, nil, nil
 		}
 		return n, childrenOf(prefix, rangeKvs(resp, listIdx)), nil
+	}
+}
+
+// outcomeUnknown reports whether a write that failed with err may have been
+// applied on the server all the same: its reply was lost to a connection
+// failure, or its context ended while it was in flight.
+func outcomeUnknown(err error) bool {
+	if isUnavailable(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Canceled, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+// Pauses between the attempts of deleteOrphan: none before the first, then
+// orphanBackoffMin doubling up to orphanBackoffMax, so that a server that
+// keeps answering "unavailable" at once is not asked in a tight loop.
+const (
+	orphanBackoffMin = 50 * time.Millisecond
+	orphanBackoffMax = time.Second
+)
+
+var orphanBackoff = backend.Backoff{Min: orphanBackoffMin, Max: orphanBackoffMax}
+
+// orphanAttemptTimeout cuts off one attempt of deleteOrphan.
+const orphanAttemptTimeout = 2 * time.Second
+
+// deleteOrphanLater deletes key in the background (see deleteOrphan): the
+// key of a protected or sequential create of this Conn whose outcome stayed
+// unknown, made with lease (0 if not ephemeral). After expiry or once Close
+// has begun it does nothing: an ephemeral key goes with the lease, and the
+// Conn hands out no names any more.
+func (c *conn) deleteOrphanLater(key string, lease clientv3.LeaseID) {
+	if !c.goBackground(func() { c.deleteOrphan(key, lease) }) {
+		c.lg.Debug("session over: not deleting the key of a create whose outcome is unknown", zap.String("key", key))
+	}
+}
+
+// deleteOrphan deletes key if it is still attached to lease, in one Txn
+// (compare the key's lease, then delete; else read the key), retried
+// through connection loss until it is answered or c.ctx ends (expiry,
+// Close). The key is unique to the create that sent it (a fresh uuid or a
+// sequential name of this Conn's lease), so a key on the same lease can only
+// be the lost create's node; a key on another lease is somebody else's and
+// is left, its name never reused. Once the key is known to be gone its name
+// goes back to the pool.
+func (c *conn) deleteOrphan(key string, lease clientv3.LeaseID) {
+	cmp := &pb.Compare{Key: []byte(key), Target: pb.Compare_LEASE, Result: pb.Compare_EQUAL,
+		TargetUnion: &pb.Compare_Lease{Lease: int64(lease)}}
+	for attempt := 0; backend.Sleep(c.ctx, orphanBackoff.Pause(attempt)); attempt++ {
+		// Each attempt is cut off: one sent into a connection that has
+		// gone silent would otherwise wait as long as the session.
+		actx, cancel := context.WithTimeout(c.ctx, orphanAttemptTimeout)
+		resp, err := c.commit(actx, []*pb.Compare{cmp}, []*pb.RequestOp{deleteReq(key)}, []*pb.RequestOp{getReq(key)})
+		timedOut := actx.Err() != nil
+		cancel()
+		switch {
+		case err == nil && (resp.Succeeded || len(rangeKvs(resp, 0)) == 0):
+			// Deleted, or not there (a missing key has lease 0, so the
+			// compare of an ephemeral key's lease fails on it).
+			c.names.release(key)
+			c.lg.Debug("key of a create whose outcome was unknown is gone", zap.String("key", key),
+				zap.Bool("deleted", resp.Succeeded), zap.Int("attempts", attempt+1))
+			return
+		case err == nil:
+			c.names.drop(key)
+			c.lg.Info("key of a create whose outcome was unknown is held by another lease; left alone",
+				zap.String("key", key), zap.String("owner", fmt.Sprintf("%x", rangeKvs(resp, 0)[0].Lease)))
+			return
+		case c.ctx.Err() != nil:
+			return
+		case !isUnavailable(err) && !timedOut:
+			c.lg.Info("cannot delete the key of a create whose outcome was unknown", zap.String("key", key), zap.Error(err))
+			return
+		}
+		c.lg.Debug("retrying the delete of the key of a create whose outcome was unknown", zap.String("key", key),
+			zap.Error(err), zap.Duration("next-in", orphanBackoff.Pause(attempt+1)))
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-zookeeper/zk"
+	"go.uber.org/zap"
 
 	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
@@ -145,13 +147,10 @@ func (c *conn) Unpin(ctx context.Context, st backend.Stamp) error {
 	return backend.UnpinByDelete(ctx, c, st)
 }
 
-// unpinLater deletes pin, if not "", in the background: the pin of a node
-// this Conn created but could not return.
+// unpinLater deletes pin, if not "", in the background (see deleteLater):
+// the pin of a node this Conn created but could not return.
 func (c *conn) unpinLater(pin string) {
-	if pin == "" || c.usable() != nil {
-		return
-	}
-	c.goTracked(func() { _ = c.zk.Delete(pin, -1) })
+	c.deleteLater(pin, -1)
 }
 
 // readToken reads the Stat of n, a node this Conn has just created whose
@@ -560,9 +559,9 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 func (c *conn) abandonedCreate(r *createReq, path string, version int32, err error) {
 	switch {
 	case err == nil && path != "":
-		_ = c.zk.Delete(path, version)
+		c.deleteUntilGone(path, version)
 		if r.pin != "" {
-			_ = c.zk.Delete(r.pin, -1)
+			c.deleteUntilGone(r.pin, -1)
 		}
 	case c.isConnLoss(err) && r.recoverable():
 		c.cleanupPending(r)
@@ -570,36 +569,87 @@ func (c *conn) abandonedCreate(r *createReq, path string, version int32, err err
 }
 
 // cleanupPending finds and deletes the node of a create whose outcome is
-// unknown and whose caller has gone. It gives up when the session ends or
-// after a few connection losses.
+// unknown and whose caller has gone. It runs on a tracked goroutine and,
+// like deleteUntilGone, retries through connection loss (waiting for the
+// connection, a little longer each time) until it knows: it gives up only
+// when the session ends, whose ephemeral nodes go with it, or on an error
+// that is not a connection loss.
 func (c *conn) cleanupPending(r *createReq) {
-	for i := 0; i < maxCreateAttempts; i++ {
-		if c.waitConnected(c.bgCtx) != nil {
+	for attempt := 0; ; attempt++ {
+		if !backend.Sleep(c.bgCtx, deleteBackoff.Pause(attempt)) || c.waitConnected(c.bgCtx) != nil {
 			return
 		}
 		n, found, err := c.lookup(c.bgCtx, r)
 		if err == nil {
 			if found {
-				_ = c.zk.Delete(n.Path, zkVersion(n.Version))
+				c.deleteUntilGone(n.Path, zkVersion(n.Version))
 			}
 			if r.pin != "" {
-				_ = c.zk.Delete(r.pin, -1)
+				c.deleteUntilGone(r.pin, -1)
 			}
 			return
 		}
 		if !c.isConnLoss(err) {
+			c.log.Debug("cannot resolve a create whose outcome was lost", zap.String("path", r.full), zap.Error(err))
 			return
 		}
 	}
 }
 
-// discard deletes, in the background, a node this Conn created but could
-// not return.
+// discard deletes, in the background (see deleteLater), a node this Conn
+// created but could not return.
 func (c *conn) discard(n backend.Node) {
-	if c.usable() != nil {
+	c.deleteLater(n.Path, zkVersion(n.Version))
+}
+
+// Pauses between the attempts of deleteUntilGone and cleanupPending: none
+// before the first, then deleteBackoffMin doubling up to deleteBackoffMax,
+// so that a connection that keeps coming back and breaking at once cannot
+// make them spin.
+const (
+	deleteBackoffMin = 50 * time.Millisecond
+	deleteBackoffMax = time.Second
+)
+
+var deleteBackoff = backend.Backoff{Min: deleteBackoffMin, Max: deleteBackoffMax}
+
+// deleteLater deletes path, if not "", at version (-1: any) in the
+// background, on a goroutine Close waits for (see deleteUntilGone): a node
+// of this Conn that nobody was given must not stay for the rest of the
+// session, at the head of a queue.
+func (c *conn) deleteLater(path string, version int32) {
+	if path == "" || c.usable() != nil {
 		return
 	}
-	c.goTracked(func() { _ = c.zk.Delete(n.Path, zkVersion(n.Version)) })
+	c.goTracked(func() { c.deleteUntilGone(path, version) })
+}
+
+// deleteUntilGone deletes path at version (-1: any), retrying through
+// connection loss: between attempts it pauses (deleteBackoff) and waits
+// until the session is connected again. It stops once the node is deleted
+// or gone (ErrNoNode), on any other server error (ErrBadVersion: the node
+// has changed since, it is not the one to delete), or when the session ends
+// (expired or closed: an ephemeral node goes with it). It blocks: callers
+// run it on a tracked goroutine.
+func (c *conn) deleteUntilGone(path string, version int32) {
+	for attempt := 0; ; attempt++ {
+		if !backend.Sleep(c.bgCtx, deleteBackoff.Pause(attempt)) || c.waitConnected(c.bgCtx) != nil {
+			return
+		}
+		err := c.zk.Delete(path, version)
+		switch {
+		case err == nil, errors.Is(err, zk.ErrNoNode):
+			if attempt > 0 {
+				c.log.Debug("deleted after connection loss", zap.String("path", path), zap.Int("attempts", attempt+1))
+			}
+			return
+		case !isTransport(err) || c.usable() != nil:
+			c.log.Debug("background delete given up", zap.String("path", path), zap.Int32("version", version), zap.Error(err))
+			return
+		}
+		c.log.Debug("background delete lost to the connection; will retry", zap.String("path", path), zap.Error(err),
+			zap.Duration("next-in", deleteBackoff.Pause(attempt+1)))
+	}
 }
 
 // lookup resolves a create whose outcome was lost (ZOOKEEPER-1262): a

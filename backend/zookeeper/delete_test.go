@@ -1,0 +1,142 @@
+package zookeeper
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/coordkit/coordkit/backend"
+)
+
+var queueJoin = backend.CreateOptions{Ephemeral: true, Sequential: true, Protected: true}
+
+// zkEnv is a session through a gate, and an observer session that does not
+// go through it.
+type zkEnv struct {
+	g       *gate
+	d, obsD *Driver
+	c       *conn
+	obs     backend.Conn
+}
+
+func newZKEnv(t *testing.T) *zkEnv {
+	t.Helper()
+	// Registered first, so it runs last: after the server's own cleanup.
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	addr := startZooKeeper(t)
+	e := &zkEnv{g: &gate{}}
+	var err error
+	if e.d, err = New([]string{addr}, WithDialer(e.g.dial), WithLogger(zaptest.NewLogger(t))); err != nil {
+		t.Fatal(err)
+	}
+	if e.obsD, err = New([]string{addr}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.d.Close(); err != nil {
+			t.Errorf("close driver: %v", err)
+		}
+		if err := e.obsD.Close(); err != nil {
+			t.Errorf("close observer driver: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	bc, err := e.d.Open(ctx, 8*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c = bc.(*conn)
+	if e.obs, err = e.obsD.Open(ctx, 8*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *zkEnv) exists(t *testing.T, path string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := e.obs.Get(ctx, path)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, backend.ErrNoNode):
+		return false
+	}
+	t.Fatalf("observer get %s: %v", path, err)
+	return false
+}
+
+func (c *conn) isDisconnected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.disconnected
+}
+
+// TestDiscardThroughConnectionLoss: the background delete of a node the
+// Conn made but could not return (discard, as CreateAndList does) is lost
+// with the connection: the request is swallowed, then the connection cut
+// and refused for a while. The node must not stay for the rest of the
+// session: once the session is connected again the delete is sent again.
+func TestDiscardThroughConnectionLoss(t *testing.T) {
+	e := newZKEnv(t)
+	ctx := context.Background()
+	n, _, err := e.c.CreateAndList(ctx, "/q/lock-", nil, queueJoin)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	e.g.blackhole()
+	e.c.discard(n)
+	if !waitUntil(5*time.Second, func() bool { return e.g.swallowed() > 0 }) {
+		t.Fatal("the delete was not sent")
+	}
+	time.Sleep(50 * time.Millisecond) // nothing else is in flight
+	e.g.cut()
+	if !waitUntil(5*time.Second, e.c.isDisconnected) {
+		t.Fatal("the session did not report the disconnection")
+	}
+	time.Sleep(1500 * time.Millisecond) // go-zookeeper fails queued requests after a round of refused dials
+	if !e.exists(t, n.Path) {
+		t.Fatal("node deleted while the connection was down")
+	}
+
+	e.g.heal()
+	if !waitUntil(15*time.Second, func() bool { return !e.exists(t, n.Path) }) {
+		t.Fatalf("%s still there after the session reconnected: the lost delete was not retried", n.Path)
+	}
+	if e.c.usable() != nil {
+		t.Fatal("the session did not survive the outage")
+	}
+}
+
+// TestDiscardEndsWithTheSession: a background delete waiting for the
+// connection ends when the Conn is closed (Close waits for it; the
+// cleanup checks that no goroutine is left).
+func TestDiscardEndsWithTheSession(t *testing.T) {
+	e := newZKEnv(t)
+	ctx := context.Background()
+	n, _, err := e.c.CreateAndList(ctx, "/q/lock-", nil, queueJoin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.g.cut()
+	if !waitUntil(5*time.Second, e.c.isDisconnected) {
+		t.Fatal("the session did not report the disconnection")
+	}
+	e.c.discard(n)
+	e.c.unpinLater(n.Path + "-pin")
+	time.Sleep(100 * time.Millisecond)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_ = e.c.Close(cctx) // closeSession cannot be delivered: the dialer refuses
+	if el := time.Since(start); el > 4*time.Second {
+		t.Errorf("Close took %v", el)
+	}
+}
