@@ -210,7 +210,8 @@ func (g *Guard) Fence() backend.Guard { return g.hold.Fence() }
 // recipes.ErrReleased) and deletes exactly the guard's node (its protected,
 // sequential name is no other node's while it exists). ctx
 // bounds the delete; if ctx is already done (the guard's own Context, say)
-// a fresh context bounded by the session timeout is used. A second Unlock
+// the delete runs under a context that cannot end, bounded by the driver,
+// which ends a call when the connection or the session is lost. A second Unlock
 // returns recipes.ErrReleased; a nil ctx returns an error matching
 // coordkit.ErrInvalidArgument and releases nothing.
 //
