@@ -140,3 +140,50 @@ func TestDiscardEndsWithTheSession(t *testing.T) {
 		t.Errorf("Close took %v", el)
 	}
 }
+
+// TestRetriedDeleteSparesAnotherSessionsNode: the background delete of a
+// fixed-path ephemeral node of this Conn is lost with the connection;
+// meanwhile the node goes (an operator) and another session creates the
+// same path, at the same version. The retry must see that the node is no
+// longer this session's and leave it.
+func TestRetriedDeleteSparesAnotherSessionsNode(t *testing.T) {
+	e := newZKEnv(t)
+	ctx := context.Background()
+	const path = "/fixed/owner"
+	n, err := e.c.Create(ctx, path, nil, backend.CreateOptions{Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	e.g.blackhole()
+	e.c.deleteLater(n.Path, zkVersion(n.Version), false)
+	if !waitUntil(5*time.Second, func() bool { return e.g.swallowed() > 0 }) {
+		t.Fatal("the delete was not sent")
+	}
+	time.Sleep(50 * time.Millisecond)
+	e.g.cut()
+	if !waitUntil(5*time.Second, e.c.isDisconnected) {
+		t.Fatal("the session did not report the disconnection")
+	}
+	// The operator deletes the node and another session takes the path.
+	if err := e.obs.Delete(ctx, path, backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := e.obs.Create(ctx, path, nil, backend.CreateOptions{Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if theirs.Version != n.Version {
+		t.Fatalf("versions %d and %d: the test needs them equal", theirs.Version, n.Version)
+	}
+	time.Sleep(1500 * time.Millisecond) // go-zookeeper fails queued requests after a round of refused dials
+	e.g.heal()
+	if !waitUntil(10*time.Second, func() bool { return e.c.usable() == nil && !e.c.isDisconnected() }) {
+		t.Fatal("the session did not reconnect")
+	}
+	time.Sleep(500 * time.Millisecond) // time for the retry to run
+	got, err := e.obs.Get(ctx, path)
+	if err != nil || got.Token != theirs.Token {
+		t.Fatalf("the other session's node: %+v, %v; want it kept (token %d)", got, err, theirs.Token)
+	}
+}

@@ -150,7 +150,7 @@ func (c *conn) Unpin(ctx context.Context, st backend.Stamp) error {
 // unpinLater deletes pin, if not "", in the background (see deleteLater):
 // the pin of a node this Conn created but could not return.
 func (c *conn) unpinLater(pin string) {
-	c.deleteLater(pin, -1)
+	c.deleteLater(pin, -1, true)
 }
 
 // readToken reads the Stat of n, a node this Conn has just created whose
@@ -559,9 +559,9 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 func (c *conn) abandonedCreate(r *createReq, path string, version int32, err error) {
 	switch {
 	case err == nil && path != "":
-		c.deleteUntilGone(path, version)
+		c.deleteUntilGone(path, version, r.opts.Sequential || r.opts.Protected)
 		if r.pin != "" {
-			c.deleteUntilGone(r.pin, -1)
+			c.deleteUntilGone(r.pin, -1, true)
 		}
 	case c.isConnLoss(err) && r.recoverable():
 		c.cleanupPending(r)
@@ -582,10 +582,10 @@ func (c *conn) cleanupPending(r *createReq) {
 		n, found, err := c.lookup(c.bgCtx, r)
 		if err == nil {
 			if found {
-				c.deleteUntilGone(n.Path, zkVersion(n.Version))
+				c.deleteUntilGone(n.Path, zkVersion(n.Version), r.opts.Sequential || r.opts.Protected)
 			}
 			if r.pin != "" {
-				c.deleteUntilGone(r.pin, -1)
+				c.deleteUntilGone(r.pin, -1, true)
 			}
 			return
 		}
@@ -599,7 +599,7 @@ func (c *conn) cleanupPending(r *createReq) {
 // discard deletes, in the background (see deleteLater), a node this Conn
 // created but could not return.
 func (c *conn) discard(n backend.Node) {
-	c.deleteLater(n.Path, zkVersion(n.Version))
+	c.deleteLater(n.Path, zkVersion(n.Version), n.Sequential)
 }
 
 // Pauses between the attempts of deleteUntilGone and cleanupPending: none
@@ -617,11 +617,11 @@ var deleteBackoff = backend.Backoff{Min: deleteBackoffMin, Max: deleteBackoffMax
 // background, on a goroutine Close waits for (see deleteUntilGone): a node
 // of this Conn that nobody was given must not stay for the rest of the
 // session, at the head of a queue.
-func (c *conn) deleteLater(path string, version int32) {
+func (c *conn) deleteLater(path string, version int32, unique bool) {
 	if path == "" || c.usable() != nil {
 		return
 	}
-	c.goTracked(func() { c.deleteUntilGone(path, version) })
+	c.goTracked(func() { c.deleteUntilGone(path, version, unique) })
 }
 
 // deleteUntilGone deletes path at version (-1: any), retrying through
@@ -631,10 +631,28 @@ func (c *conn) deleteLater(path string, version int32) {
 // has changed since, it is not the one to delete), or when the session ends
 // (expired or closed: an ephemeral node goes with it). It blocks: callers
 // run it on a tracked goroutine.
-func (c *conn) deleteUntilGone(path string, version int32) {
+//
+// unique says that no other node can ever have the path (a protected or
+// sequential name, a pin). Otherwise a retry first reads the node and goes
+// on only if it is an ephemeral node of this session: a delete whose reply
+// was lost may have removed ours, and another session may have created the
+// path since, at the same version.
+func (c *conn) deleteUntilGone(path string, version int32, unique bool) {
 	for attempt := 0; ; attempt++ {
 		if !backend.Sleep(c.bgCtx, deleteBackoff.Pause(attempt)) || c.waitConnected(c.bgCtx) != nil {
 			return
+		}
+		if attempt > 0 && !unique {
+			ok, st, err := c.zk.Exists(path)
+			switch {
+			case err == nil && (!ok || st.EphemeralOwner != c.sid.Load()):
+				c.log.Debug("background delete: the node is gone or not this session's", zap.String("path", path), zap.Bool("exists", ok))
+				return
+			case err != nil && (!isTransport(err) || c.usable() != nil):
+				return
+			case err != nil:
+				continue
+			}
 		}
 		err := c.zk.Delete(path, version)
 		switch {
