@@ -43,6 +43,9 @@ type registry struct {
 	// as nobody in the process uses it (between the uncontended
 	// acquisitions of one goroutine, say).
 	recent map[string]recollection
+	// pruneAt is the size of recent at which update forgets the
+	// recollections with nothing left to remember (0: 256).
+	pruneAt int
 }
 
 // recollection is what the process remembers of a path between
@@ -107,12 +110,15 @@ func (r *registry) update(path string, change func(*recollection)) {
 		return
 	}
 	r.recent[path] = rec
-	if len(r.recent) > 256 {
+	if len(r.recent) > max(r.pruneAt, 256) {
 		for k, v := range r.recent {
 			if !v.suspect && time.Since(v.contendedAt) >= contentionMemory {
 				delete(r.recent, k)
 			}
 		}
+		// Scan again only once as many more have come: a scan costs
+		// in proportion to what it keeps.
+		r.pruneAt = 2 * len(r.recent)
 	}
 }
 

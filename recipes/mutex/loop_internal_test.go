@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/internal/locktest"
 )
@@ -87,4 +88,95 @@ func TestTryOutcomeSparesBlockingWaiters(t *testing.T) {
 	if !errors.Is(gA.Err(), recipes.ErrReleased) {
 		t.Errorf("released guard: %v", gA.Err())
 	}
+}
+
+// TestLeftoverOwnerAndPinsRemoved: an owner node of this session is left
+// on the server with its pin (a stamped create whose acquisition nobody
+// holds), and the session knows it may have left one. Lock removes the node
+// and the pin instead of queueing behind them, and nothing is left after
+// Unlock.
+func TestLeftoverOwnerAndPinsRemoved(t *testing.T) {
+	w := locktest.NewWorld(t)
+	s := w.Session()
+	m, err := New(s, "/locks/leftover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamps, ok := s.Conn().(backend.ParentStamps)
+	if !ok {
+		t.Fatal("the memory driver has no ParentStamps")
+	}
+	left, st, err := stamps.CreateStamped(context.Background(), m.srv.owner, nil, ephemeral)
+	if err != nil || st.Pin == "" {
+		t.Fatalf("leftover: %v (pin %q)", err, st.Pin)
+	}
+	m.reg.setSuspect(m.path, true)
+	g := locktest.MustLock(t, 10*time.Second, m)
+	if g.Token() <= left.Token {
+		t.Fatalf("token %d after the leftover's %d", g.Token(), left.Token)
+	}
+	if _, err := w.Obs.Get(context.Background(), st.Pin); !errors.Is(err, backend.ErrNoNode) {
+		t.Errorf("the leftover's pin: %v, want it gone", err)
+	}
+	if m.reg.suspect(m.path) {
+		t.Error("still suspect after the leftover was removed")
+	}
+	locktest.MustUnlock(t, g)
+	if kids := w.Children(m.path); len(kids) != 0 {
+		t.Fatalf("left after Unlock: %v", locktest.Names(kids))
+	}
+}
+
+// TestCancelledAttemptKeepsContentionMemory: a release that found another
+// process waiting is remembered; a later Lock that queues and is cancelled
+// before it gets anything must not erase that (nothing was learnt), so the
+// Lock after it still queues.
+func TestCancelledAttemptKeepsContentionMemory(t *testing.T) {
+	w := locktest.NewWorld(t)
+	sA, sB := w.Session(), w.Session()
+	mA, err := New(sA, "/locks/memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mB, err := New(sB, "/locks/memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gA := locktest.MustLock(t, 10*time.Second, mA)
+	gotB := make(chan *Guard, 1)
+	go func() {
+		g, err := mB.Lock(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		gotB <- g
+	}()
+	locktest.Eventually(t, 10*time.Second, "B to mark the owner node", func() bool {
+		n, err := w.Obs.Get(context.Background(), mA.srv.owner)
+		return err == nil && string(n.Data) == ContendedMark
+	})
+	locktest.MustUnlock(t, gA)
+	gB := <-gotB
+	if gB == nil {
+		t.FailNow()
+	}
+	recalled := func() bool {
+		mA.reg.mu.Lock()
+		defer mA.reg.mu.Unlock()
+		return mA.reg.recentlyContended(mA.path)
+	}
+	if !recalled() {
+		t.Fatal("A's release found B waiting, and A does not remember it")
+	}
+	// A queues behind B (who holds) and gives up.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := mA.Lock(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("A's Lock while B holds: %v, want DeadlineExceeded", err)
+	}
+	locktest.Eventually(t, 10*time.Second, "A's attempt to finish", func() bool { return mA.Inspect() == (Snapshot{}) })
+	if !recalled() {
+		t.Error("a cancelled attempt that got nothing erased what A remembered")
+	}
+	locktest.MustUnlock(t, gB)
 }

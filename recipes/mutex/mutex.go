@@ -146,7 +146,11 @@ func (m *Mutex) Lock(ctx context.Context) (*Guard, error) { return m.lock(ctx, f
 // once, without a round trip, if a goroutine of this process holds, waits
 // for, or is releasing the lock (or an earlier call's attempt is still
 // finishing: see Lock), and after one create of the owner node if another
-// process holds it. It never queues. Other errors are as for Lock.
+// process holds it. (If this session may have left an owner node of its own
+// behind, after a lost reply or a failed delete, the create that finds the
+// node is followed by a read, and by the node's removal and one more create
+// if it is the session's own.) It never queues. Other errors are as for
+// Lock.
 func (m *Mutex) TryLock(ctx context.Context) (*Guard, error) { return m.lock(ctx, true) }
 
 func (m *Mutex) lock(ctx context.Context, try bool) (*Guard, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -254,7 +255,10 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 				if err := s.retry(ctx, err, backoff); err != nil {
 					return nil, err
 				}
+				continue
 			}
+			s.removeOwnPins(ctx)
+			s.reg.setSuspect(s.path, false)
 			continue
 		}
 		if string(n.Data) != ContendedMark && n.Token != marked {
@@ -308,8 +312,32 @@ func (s *server) removeLeftover(ctx context.Context) (bool, error) {
 	if err := s.deleteIncarnation(ctx, n, proof{}, nil); err != nil {
 		return false, err
 	}
+	s.removeOwnPins(ctx)
 	s.reg.setSuspect(s.path, false)
 	return true, nil
+}
+
+// removeOwnPins deletes, best effort, the pins this session's stamped
+// creates of P/owner left next to it (backend.PinPath), after a left-over
+// owner node of the session was removed: their acquisitions are over (this
+// process holds nothing while it acquires), and a pin keeps P from being
+// reaped until the session ends, which removes any pin left here.
+func (s *server) removeOwnPins(ctx context.Context) {
+	if s.stamps == nil {
+		return
+	}
+	_, prefix := backend.Split(strings.TrimSuffix(backend.PinPath(s.owner, s.conn.SessionID(), 0), "0"))
+	kids, err := s.conn.Children(ctx, s.path)
+	if err != nil {
+		return
+	}
+	for _, k := range kids {
+		if strings.HasPrefix(k.Name, prefix) {
+			if err := s.conn.Delete(ctx, k.Path, backend.AnyVersion); err != nil && !errors.Is(err, backend.ErrNoNode) {
+				s.log.Debug("could not delete a left-over pin", zap.String("pin", k.Path), zap.Error(err))
+			}
+		}
+	}
 }
 
 // createOwner creates P/owner, with the proof its release will use (see

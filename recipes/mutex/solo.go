@@ -49,10 +49,12 @@ type adoptMsg struct {
 	// acquisition over with it as the holder, and an unlockMsg for it
 	// follows.
 	holder *Guard
-	// released: the solo Guard's release has finished; contended as in
-	// workResult.
+	// released: the solo Guard's release has finished (or the solo
+	// attempt ended with nothing to release); contended as in workResult,
+	// if learnt (a release took place).
 	released  bool
 	contended bool
+	learnt    bool
 }
 
 // attachSolo registers a solo state for (m's session, m's path) and
@@ -193,12 +195,15 @@ func (p *pathState) soloFinishing() {
 // ended first): what it got is released, then the state leaves the registry
 // or goes to the loop.
 func (p *pathState) soloAbandoned(acq *acquisition) {
-	var contended bool
-	if acq != nil {
-		var err error
-		if contended, err = p.srv.release(nil, acq); err != nil {
-			p.log.Warn("could not release a grant nobody wanted", zap.Error(err))
-		}
+	if acq == nil {
+		// Nothing to release, and nothing learnt: what the process
+		// remembers of the path stays as it is.
+		p.soloEnded(false, false)
+		return
+	}
+	contended, err := p.srv.release(nil, acq)
+	if err != nil {
+		p.log.Warn("could not release a grant nobody wanted", zap.Error(err))
 	}
 	p.soloReleased(contended)
 }
@@ -241,10 +246,18 @@ func (g *Guard) unlockSolo(ctx context.Context) (done bool, err error) {
 
 // soloReleased ends the solo goroutine's release: the state leaves the
 // registry, or, if the loop has started, the loop takes it over.
-func (p *pathState) soloReleased(contended bool) {
-	p.reg.noteRelease(p.path, contended)
+func (p *pathState) soloReleased(contended bool) { p.soloEnded(contended, true) }
+
+// soloEnded ends the solo goroutine's work on the path, after a release
+// (learnt: contended says whether it found another process waiting) or an
+// attempt that got nothing: the state leaves the registry, or, if the loop
+// has started, the loop takes it over.
+func (p *pathState) soloEnded(contended, learnt bool) {
+	if learnt {
+		p.reg.noteRelease(p.path, contended)
+	}
 	if p.soloStep(soloNone, nil) {
-		p.adopt <- adoptMsg{released: true, contended: contended}
+		p.adopt <- adoptMsg{released: true, contended: contended, learnt: learnt}
 	}
 }
 
@@ -262,7 +275,9 @@ func (p *pathState) onAdopt(a adoptMsg) {
 		p.phase = idle
 		p.startAcquire(false)
 	case a.released:
-		p.contended = a.contended
+		if a.learnt {
+			p.contended = a.contended
+		}
 		p.detach(1)
 		p.phase = idle
 		p.startAcquire(false)
