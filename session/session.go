@@ -187,8 +187,8 @@ func (s *Session) HoldContext() context.Context {
 	return s.hold
 }
 
-// Close ends the session: its ephemeral nodes are deleted at once and every
-// hold ends with coordkit.ErrClosed. ctx bounds the goodbye to the server
+// Close ends the session: every hold ends with coordkit.ErrClosed, and then
+// its ephemeral nodes are deleted at once (so that no hold outlives them). ctx bounds the goodbye to the server
 // (with a context that has no deadline, the session timeout bounds it); the
 // session is closed locally whatever the server says. Close is idempotent;
 // it returns the driver's error from the first call, if any (closing a
@@ -204,6 +204,12 @@ func (s *Session) Close(ctx context.Context) error {
 			defer cancel()
 		}
 		close(s.closeReq)
+		// Every hold ends before the server deletes the session's nodes:
+		// once they are gone another process can be granted the lock, and
+		// no Guard of this session may still look held then.
+		s.mu.Lock()
+		s.holdStop(coordkit.ErrClosed)
+		s.mu.Unlock()
 		err := s.conn.Close(ctx)
 		<-s.loopDone
 		// Closing a session that is already lost is not an error, whatever

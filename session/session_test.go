@@ -256,6 +256,57 @@ func TestExpireWhileConnected(t *testing.T) {
 	}
 }
 
+// closeRecorder is a driver whose Conns report, at Close, whether the
+// session's hold epoch had already ended.
+type closeRecorder struct {
+	backend.Driver
+	s           **session.Session
+	heldAtClose chan bool
+}
+
+func (d closeRecorder) Open(ctx context.Context, ttl time.Duration) (backend.Conn, error) {
+	c, err := d.Driver.Open(ctx, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return recordingConn{Conn: c, d: d}, nil
+}
+
+type recordingConn struct {
+	backend.Conn
+	d closeRecorder
+}
+
+func (c recordingConn) Close(ctx context.Context) error {
+	c.d.heldAtClose <- (*c.d.s).HoldContext().Err() == nil
+	return c.Conn.Close(ctx)
+}
+
+// TestCloseEndsHoldsBeforeNodesGo: Close ends the hold epoch before it asks
+// the server to end the session (which deletes its ephemeral nodes and lets
+// another process take a lock): no Guard may look held once its node can be
+// gone.
+func TestCloseEndsHoldsBeforeNodesGo(t *testing.T) {
+	drv := memory.New()
+	t.Cleanup(func() { drv.Close() })
+	var s *session.Session
+	d := closeRecorder{Driver: drv, s: &s, heldAtClose: make(chan bool, 1)}
+	s, err := session.New(context.Background(), d, session.WithTTL(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := s.HoldContext()
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if <-d.heldAtClose {
+		t.Fatal("the hold epoch was still live when the session's nodes were deleted")
+	}
+	if !errors.Is(context.Cause(hold), coordkit.ErrClosed) {
+		t.Fatalf("hold cause %v, want ErrClosed", context.Cause(hold))
+	}
+}
+
 func TestCloseIsIdempotentAndReleasesEphemerals(t *testing.T) {
 	f := newFixture(t)
 	f.ephemeral("/holder")
