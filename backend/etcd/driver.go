@@ -36,8 +36,10 @@ func WithLogger(l *zap.Logger) Option {
 }
 
 // WithSuspendAfter sets how long a session may go without a keepalive reply
-// before its Conn reports StateDisconnected. It must be positive and shorter
-// than the TTL passed to Open. The default is half the granted TTL, but at
+// before its Conn reports StateDisconnected. It must be positive and at most
+// 9/10 of the TTL passed to Open (the rest covers the reply's travel time:
+// the server renewed the lease before the reply left, and the session must
+// report Disconnected before the lease can expire). The default is half the granted TTL, but at
 // least TTL/3+600ms (etcd's client sends a keepalive every TTL/3, checked on
 // a 500ms tick, so shorter values would report spurious disconnections) and
 // at most 9/10 of the TTL.
@@ -135,8 +137,8 @@ func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, err
 	if ttl <= 0 {
 		return nil, fmt.Errorf("etcd: open: ttl %v is not positive: %w", ttl, coordkit.ErrInvalidArgument)
 	}
-	if d.o.suspendAfter != 0 && d.o.suspendAfter >= ttl {
-		return nil, fmt.Errorf("etcd: open: suspend-after %v is not shorter than the ttl %v: %w",
+	if d.o.suspendAfter != 0 && d.o.suspendAfter > maxSuspendAfter(ttl) {
+		return nil, fmt.Errorf("etcd: open: suspend-after %v is longer than 9/10 of the ttl %v: %w",
 			d.o.suspendAfter, ttl, coordkit.ErrInvalidArgument)
 	}
 	d.mu.Lock()
@@ -237,11 +239,19 @@ func defaultSuspendAfter(ttl time.Duration) time.Duration {
 	if lo := ttl/3 + 600*time.Millisecond; d < lo {
 		d = lo
 	}
-	if hi := ttl * 9 / 10; d > hi {
+	if hi := maxSuspendAfter(ttl); d > hi {
 		d = hi
 	}
 	return d
 }
+
+// maxSuspendAfter is the longest suspend-after period for a ttl. The server
+// renewed the lease when the keepalive request reached it, before the reply
+// the period is counted from left, so the lease can expire up to a reply's
+// travel time before ttl has passed since that reply: the tenth of the ttl
+// left over is for that travel, so that a session reports Suspended (and
+// ends its holds) before the server can expire it.
+func maxSuspendAfter(ttl time.Duration) time.Duration { return ttl * 9 / 10 }
 
 func (d *Driver) forget(c *conn) {
 	d.mu.Lock()

@@ -162,6 +162,11 @@ func TestOpenValidation(t *testing.T) {
 	if _, err := d.Open(ctx, 2*time.Second); !errors.Is(err, coordkit.ErrInvalidArgument) {
 		t.Errorf("suspend-after >= ttl: %v", err)
 	}
+	// Shorter than the ttl but with no room for the reply's travel: the
+	// lease could expire on the server before the session reports it.
+	if _, err := d.Open(ctx, 3200*time.Millisecond); !errors.Is(err, coordkit.ErrInvalidArgument) {
+		t.Errorf("suspend-after above 9/10 of the ttl: %v", err)
+	}
 	d.closed = true
 	if _, err := d.Open(ctx, 5*time.Second); !errors.Is(err, coordkit.ErrClosed) {
 		t.Errorf("closed driver: %v", err)
