@@ -15,8 +15,11 @@
 // and Context is cancelled (with that cause) as soon as the session's error
 // policy says the hold may be gone (by default when the connection is
 // suspended), when the holder's node is deleted or replaced by someone else,
-// or when the holder releases it. Session-driven ends cost nothing per
-// grant. Noticing the node's deletion needs a read and a watch on the
+// or when the holder releases it. (When the session's policy ends a hold,
+// Err reports it at once, from the moment the session's HoldContext has
+// ended; Done and Context follow on a goroutine of their own, a scheduling
+// delay later. Check Err where that delay matters.) Session-driven ends
+// cost nothing per grant. Noticing the node's deletion needs a read and a watch on the
 // server, so a grant arms that watch the first time Done, Err or Context is
 // called (and reports a deletion that happened before): a holder that
 // never asks pays only for its create and its delete. Without fencing, a critical section can
@@ -32,7 +35,8 @@ import (
 
 // Held is what every grant returns.
 type Held interface {
-	// Done is closed when the hold ends or may have ended.
+	// Done is closed when the hold ends or may have ended (after a
+	// session-driven end, a scheduling delay after Err reports it).
 	Done() <-chan struct{}
 	// Err is nil while the hold lasts; afterwards why it ended: ErrReleased,
 	// an error matching ErrLost (and coordkit.ErrSessionLost when the session
