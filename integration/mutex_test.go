@@ -463,3 +463,57 @@ func benchMutex(b *testing.B, drv backend.Driver, sessions, goroutines int) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "acquires/s")
 }
+
+// mxPaused is a released grant whose holder checked Err before it was
+// paused: only the server can refuse its write now.
+type mxPaused struct{ recipes.Held }
+
+func (mxPaused) Err() error { return nil }
+
+// TestMutexFenceRefusesReleasedHolder: A holds and releases, its session
+// alive; B takes the lock; A's fenced write, late, must be refused on the
+// server. On ZooKeeper P/owner exists again (B's, at the same path and
+// version), which a multi's check cannot tell from A's: the fence's stamp
+// of the directory and A's pin do.
+func TestMutexFenceRefusesReleasedHolder(t *testing.T) {
+	for _, be := range lockBackends {
+		t.Run(be.name, func(t *testing.T) {
+			drv := be.driver(t)
+			path := mxPath(t)
+			sa, sb := lockSession(t, drv), lockSession(t, drv)
+			ma, mb := mxMutex(t, sa, path), mxMutex(t, sb, path)
+			ctx := testCtx(t)
+			data := path + "-data"
+			if _, err := sa.Conn().Create(ctx, data, []byte("3"), backend.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sa.Conn().Delete(context.Background(), data, backend.AnyVersion) })
+			ga, err := ma.Lock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fence.Set(ctx, sa.Conn(), ga, data, []byte("2"), backend.AnyVersion); err != nil {
+				t.Fatalf("fenced write while holding: %v", err)
+			}
+			if err := ga.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			gb, err := mb.Lock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fence.Set(ctx, sa.Conn(), mxPaused{ga}, data, []byte("stale"), backend.AnyVersion); !errors.Is(err, fence.ErrStale) {
+				t.Fatalf("a released holder's write while another process holds: %v, want ErrStale", err)
+			}
+			if n, err := sb.Conn().Get(ctx, data); err != nil || string(n.Data) != "2" {
+				t.Fatalf("data %q (%v), want the holder's write only", n.Data, err)
+			}
+			if _, err := fence.Set(ctx, sb.Conn(), gb, data, []byte("1"), backend.AnyVersion); err != nil {
+				t.Fatalf("the current holder's fenced write: %v", err)
+			}
+			if err := gb.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -46,11 +46,18 @@ type Held interface {
 	Context() context.Context
 	// Token is the grant's fencing token.
 	Token() int64
-	// Fence returns the condition that holds exactly while this grant's
-	// node is unchanged, for guarded writes to data kept in the same
-	// backend (backend.Conn.GuardedSet: a ZooKeeper multi with a check op,
-	// an etcd Txn compare).
+	// Fence returns the condition on this grant's node (its path, token
+	// and version). For guarded writes use Fences, which may need more.
 	Fence() backend.Guard
+	// Fences returns the conditions that together hold exactly while this
+	// grant is current, for guarded writes to data kept in the same backend
+	// (backend.Conn.GuardedSet: a ZooKeeper multi with check ops, an etcd
+	// Txn with compares; fence.Set passes them all). For most grants it is
+	// Fence alone; where the backend cannot compare the node's token in a
+	// transaction and the node's path is used again (the mutex's owner node
+	// on ZooKeeper) it adds conditions that tell this grant's node from a
+	// later one: see the recipe's documentation.
+	Fences() []backend.Guard
 }
 
 // Sentinel errors shared by the recipes.

@@ -206,6 +206,11 @@ func (g *Guard) Token() int64 { return g.hold.Token() }
 // unchanged, for backend.Conn.GuardedSet on data kept in the same backend.
 func (g *Guard) Fence() backend.Guard { return g.hold.Fence() }
 
+// Fences returns Fence alone: the lock node's protected, sequential name is
+// no other node's while it exists, so its version says that it is unchanged
+// on ZooKeeper, and its create revision on etcd.
+func (g *Guard) Fences() []backend.Guard { return []backend.Guard{g.Fence()} }
+
 // Unlock releases the lock: it ends the hold (Err becomes
 // recipes.ErrReleased) and deletes exactly the guard's node (its protected,
 // sequential name is no other node's while it exists). ctx

@@ -6,8 +6,9 @@
 // what the resource needs for that:
 //
 //   - For data kept in the same backend as the lock, Set writes only if the
-//     grant's node is still there, in the same server transaction (a
-//     ZooKeeper multi with a check op, an etcd Txn compare): see Set.
+//     grant is still current on the server (its node is still there, and
+//     still the grant's), in the same server transaction (a ZooKeeper multi
+//     with check ops, an etcd Txn with compares): see Set.
 //   - For an external resource (a database row, a file, an API), the
 //     resource itself must remember the largest fencing token it has seen
 //     and refuse smaller ones. Register is that pattern in a few lines, in
@@ -39,7 +40,7 @@ func (staleError) Error() string        { return "fence: the hold is no longer c
 func (staleError) Is(target error) bool { return target == recipes.ErrLost }
 
 // Set writes data to the node at path, of the same backend as held, only if
-// held is still current: its Err is nil here, and its Fence holds on the
+// held is still current: its Err is nil here, and its Fences hold on the
 // server in the same transaction as the write (backend.Conn.GuardedSet).
 // version is the node's expected version (backend.AnyVersion for any), as in
 // backend.Conn.Set.
@@ -48,9 +49,9 @@ func (staleError) Is(target error) bool { return target == recipes.ErrLost }
 // ErrStale and recipes.ErrLost (and, when the server refused, also
 // backend.ErrGuardFailed). Other errors are the backend's: backend.ErrNoNode
 // if path does not exist, backend.ErrBadVersion for a version mismatch, and
-// so on. conn must be the connection of the session that holds (any
-// connection to the same backend works for the check, but a holder whose
-// session expired cannot write through its own: see package recipes/mutex
+// so on. conn should be the connection of the session that holds (any
+// connection to the same backend works for the check, and a holder whose
+// session expired cannot write through its own; see package recipes/mutex
 // for what the check can and cannot see on ZooKeeper).
 func Set(ctx context.Context, conn backend.Conn, held recipes.Held, path string, data []byte, version int64) (backend.Node, error) {
 	if conn == nil || held == nil {
@@ -59,7 +60,7 @@ func Set(ctx context.Context, conn backend.Conn, held recipes.Held, path string,
 	if err := held.Err(); err != nil {
 		return backend.Node{}, fmt.Errorf("fence: set %s: %w (%w)", path, ErrStale, err)
 	}
-	n, err := conn.GuardedSet(ctx, []backend.Guard{held.Fence()}, path, data, version)
+	n, err := conn.GuardedSet(ctx, held.Fences(), path, data, version)
 	if errors.Is(err, backend.ErrGuardFailed) {
 		return backend.Node{}, fmt.Errorf("fence: set %s: %w: %w", path, ErrStale, err)
 	}

@@ -130,15 +130,22 @@
 // one process must be ordered by the process itself (they are: the Mutex
 // excludes them locally).
 //
-// Guard.Fence returns the guard for writes to data kept in the same backend
-// (see package recipes/fence): P/owner must exist and, on etcd, have the
-// token's create revision. Its Version is backend.AnyVersion, since waiting
-// processes change P/owner's data. On ZooKeeper a multi cannot compare a
-// czxid, so the check is existence only; it is exact against other sessions
-// all the same, because a ZooKeeper session whose node is gone because it
-// expired cannot send the write at all. It is not exact only if an operator
-// deletes P/owner and another process creates it again before the holder's
-// Done fires (one watch notification later).
+// Guard.Fences returns the guards for writes to data kept in the same
+// backend (see package recipes/fence). On etcd it is one: P/owner with the
+// token's create revision. On ZooKeeper a multi cannot compare a czxid, and
+// P/owner's path and data version are the same for every acquisition, so
+// P/owner's existence (Guard.Fence, at backend.AnyVersion since waiting
+// processes change its data) says nothing of whose it is: a holder that has
+// released (its session still alive, a write of a goroutine that was
+// paused) would pass it while the next process holds. Fences adds the stamp
+// of the acquisition's create, P at the version that create gave it (every
+// later create of P/owner moves it), and the acquisition's pin, which goes
+// with this acquisition's release and keeps P from being reaped and made
+// again (which would restart its version). Together they hold exactly while
+// no other acquisition has taken place since this one and it is not
+// released. Where the stamp is unknown (a lost create reply) or P cannot be
+// stamped (no WRITE on P), Fences is P/owner's existence only, with the
+// window just described.
 //
 // # Loss
 //

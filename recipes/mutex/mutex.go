@@ -275,6 +275,19 @@ func (g *Guard) Fence() backend.Guard {
 	return backend.Guard{Path: g.acq.node.Path, Token: g.acq.node.Token, Version: backend.AnyVersion}
 }
 
+// Fences returns the conditions that together hold exactly while this
+// acquisition is current (see "Fencing tokens" in the package
+// documentation): Fence, and on ZooKeeper also the lock's directory at the
+// version this acquisition's create stamped it with and the pin created
+// with the owner node.
+func (g *Guard) Fences() []backend.Guard {
+	fs := []backend.Guard{g.Fence()}
+	if st := g.acq.proof.stamp; st.Known && st.Pin != "" {
+		fs = append(fs, st.Parent, backend.Guard{Path: st.Pin, Version: backend.AnyVersion})
+	}
+	return fs
+}
+
 // Unlock releases this goroutine's hold: Err becomes recipes.ErrReleased
 // and the lock passes to the next waiting goroutine of the process, or, if
 // none waits (or the bound of WithMaxLocalHandoffs is reached and another
