@@ -135,6 +135,7 @@ func (w *openingWatch) read(ctx context.Context, get func(...clientv3.OpOption) 
 		err = ctx.Err()
 	}
 	if err != nil {
+		w.setup() // untie the stopped watch from ctx, or the tie stays until ctx ends
 		w.Stop()
 		return nil, err
 	}
