@@ -227,7 +227,27 @@ func (c *conn) dial(network, address string, timeout time.Duration) (net.Conn, e
 		return nil, errNoRedial
 	}
 	c.netConn = nc
-	return nc, nil
+	return closeOnReadError{nc}, nil
 }
 
 var errNoRedial = errors.New("zookeeper: session over, not reconnecting")
+
+// closeOnReadError is a connection that closes itself when a read fails.
+// go-zookeeper reports a disconnection only once both its receive loop and
+// its send loop have ended; when the receive loop times out (2/3 of the
+// session timeout after the last reply) while a write is blocked on a full
+// socket buffer (a partition that swallows a heavy writer's requests), the
+// send loop would end only at that write's own deadline, another 2/3 of the
+// timeout later: past the server's expiry of the session, and so past the
+// moment the session must have reported Suspended to end its holds.
+// Closing the connection at the failed read unblocks the write at once. A
+// connection whose read failed is never used again by go-zookeeper.
+type closeOnReadError struct{ net.Conn }
+
+func (c closeOnReadError) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.Conn.Close()
+	}
+	return n, err
+}
