@@ -187,3 +187,28 @@ func TestRetriedDeleteSparesAnotherSessionsNode(t *testing.T) {
 		t.Fatalf("the other session's node: %+v, %v; want it kept (token %d)", got, err, theirs.Token)
 	}
 }
+
+// TestLookupSkipsThePin: after a lost reply, the lookup of a protected
+// stamped create finds the node, never its pin (a sibling that starts with
+// the same protected prefix), whatever order the server lists them in.
+func TestLookupSkipsThePin(t *testing.T) {
+	e := newZKEnv(t)
+	ctx := context.Background()
+	for i := range 10 {
+		n, st, err := e.c.CreateStamped(ctx, "/stampdir/x", nil, backend.CreateOptions{Ephemeral: true, Protected: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent, name := backend.Split(n.Path)
+		prefix := name[:len(name)-len("x")]
+		r := &createReq{parent: parent, name: name, full: n.Path, prefix: prefix,
+			opts: backend.CreateOptions{Ephemeral: true, Protected: true}}
+		got, found, err := e.c.lookup(ctx, r)
+		if err != nil || !found || got.Path != n.Path {
+			t.Fatalf("round %d: lookup = %s, %v, %v; want the node %s (pin %s)", i, got.Path, found, err, n.Path, st.Pin)
+		}
+		if err := e.c.DeleteStamped(ctx, n.Path, n.Version, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

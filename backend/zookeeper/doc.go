@@ -106,12 +106,18 @@
 // # Lost create replies
 //
 // When a create fails with a connection loss the driver waits until the
-// session is reconnected (or ctx ends, or the session expires) and then:
-// for a protected node, lists the parent and takes the child that starts
-// with its own "_c_<uuid>-" prefix as its node; for a non-protected
-// ephemeral node with a fixed path, reads the path and takes the node as
-// its own if the owner is this session. If no node is found the create is
-// retried. Other creates return backend.ErrConnectionLoss. If the caller's
+// session is reconnected (or ctx ends, or the session expires), syncs the
+// server it now talks to with the leader (it may be another member of the
+// ensemble, behind the one that applied the create), and then: for a
+// protected node, lists the parent and takes the child with exactly its
+// own "_c_<uuid>-" name (plus a sequence suffix if sequential; never the
+// pin of a stamped create, which starts with the same prefix) as its node;
+// for a non-protected ephemeral node with a fixed path, reads the path and
+// takes the node as its own if the owner is this session. (So do not
+// create one fixed path from two goroutines on one Conn at once: after a
+// lost reply, one create could take the other's node for its own. The
+// recipes never do: the mutex makes one acquisition per session and path
+// at a time.) If no node is found the create is retried. Other creates return backend.ErrConnectionLoss. If the caller's
 // ctx ends while a create's outcome is unknown or after it succeeded but
 // before Create returns, the driver deletes the node in the background
 // (as long as the session lives), so a failed Create leaves nothing

@@ -674,6 +674,15 @@ func (c *conn) deleteUntilGone(path string, version int32, unique bool) {
 // protected node is the child of the parent that starts with our prefix;
 // a fixed-path ephemeral node is ours if its owner is this session.
 func (c *conn) lookup(ctx context.Context, r *createReq) (backend.Node, bool, error) {
+	// The connection that lost the reply may have been to another server
+	// of the ensemble than the one we read from now, which needs only be as
+	// recent as what this session has seen: a sync brings it up to the
+	// leader, so that the read cannot miss the create (and make us create
+	// again, leaving the first node behind).
+	if _, err := do(ctx, c, func(z *zk.Conn) (string, error) { return z.Sync(r.parent) }, nil); err != nil &&
+		!errors.Is(err, zk.ErrNoNode) {
+		return backend.Node{}, false, err
+	}
 	if r.prefix != "" {
 		kids, err := do(ctx, c, func(z *zk.Conn) ([]string, error) {
 			kids, _, err := z.Children(r.parent)
@@ -686,7 +695,17 @@ func (c *conn) lookup(ctx context.Context, r *createReq) (backend.Node, bool, er
 			return backend.Node{}, false, err
 		}
 		for _, k := range kids {
-			if !strings.HasPrefix(k, r.prefix) {
+			// Ours is exactly the name asked for (with a sequence suffix if
+			// sequential); a pin of a stamped create starts with the same
+			// prefix and is not it.
+			if !strings.HasPrefix(k, r.name) {
+				continue
+			}
+			if r.opts.Sequential {
+				if _, ok := parseSuffix(k[len(r.name):]); !ok {
+					continue
+				}
+			} else if k != r.name {
 				continue
 			}
 			n, err := c.get(ctx, joinPath(r.parent, k))
