@@ -392,19 +392,27 @@ func TestEtcdDriver_CloseWhileStalled(t *testing.T) {
 // it, then the connection broke) is retried with the same key and returns
 // the node the lost attempt made: exactly one key exists. A plain create
 // is not retried and reports ErrConnectionLoss.
+// lossyEtcdConn opens a session (10s TTL) on the shared etcd through a
+// proxy and a lossy dialer the test controls, and returns them with a raw
+// client that bypasses both and a scratch prefix.
+func lossyEtcdConn(t *testing.T) (raw *clientv3.Client, base string, p *integration.Proxy, wire *lossyDialer, c backend.Conn) {
+	t.Helper()
+	e := sharedEtcd.Get(t)
+	raw = connectEtcd(t, e.Endpoints()...)
+	base = etcdScratch(t, raw)
+	p = integration.NewProxy(t, e.Endpoint(0))
+	wire = newLossyDialer(p.Addr(), false)
+	c = openConn(t, openEtcdDriverVia(t, p, wire), 10*time.Second)
+	return raw, base, p, wire, c
+}
+
 // TestEtcdDriver_LostCreateOrphanDeleted: a queue node's create is applied
 // but no reply comes back before the caller's ctx ends, so the caller never
 // gets the node. The driver deletes it in the background once the server
 // answers again: left there it would sit at the head of the queue, ahead of
 // every waiter, for as long as the session lives.
 func TestEtcdDriver_LostCreateOrphanDeleted(t *testing.T) {
-	e := sharedEtcd.Get(t)
-	raw := connectEtcd(t, e.Endpoints()...)
-	base := etcdScratch(t, raw)
-	p := integration.NewProxy(t, e.Endpoint(0))
-	wire := newLossyDialer(p.Addr(), false)
-	d := openEtcdDriverVia(t, p, wire)
-	c := openConn(t, d, 10*time.Second)
+	raw, base, p, _, c := lossyEtcdConn(t)
 	parent := base + "/queue"
 	applied := etcdPutSeen(t, raw, parent+"/")
 	p.BlackholeReplies()
@@ -433,13 +441,7 @@ func TestEtcdDriver_LostCreateOrphanDeleted(t *testing.T) {
 }
 
 func TestEtcdDriver_LostCreateReply(t *testing.T) {
-	e := sharedEtcd.Get(t)
-	raw := connectEtcd(t, e.Endpoints()...)
-	base := etcdScratch(t, raw)
-	p := integration.NewProxy(t, e.Endpoint(0))
-	wire := newLossyDialer(p.Addr(), false)
-	d := openEtcdDriverVia(t, p, wire)
-	c := openConn(t, d, 10*time.Second)
+	raw, base, p, wire, c := lossyEtcdConn(t)
 
 	for _, tc := range []struct {
 		name string

@@ -156,7 +156,12 @@ func TestRetriedDeleteSparesAnotherSessionsNode(t *testing.T) {
 	}
 
 	e.g.blackhole()
-	e.c.deleteLater(n.Path, zkVersion(n.Version), false)
+	// deleteLater's work, on a goroutine the test waits for.
+	deleted := make(chan struct{})
+	go func() {
+		defer close(deleted)
+		e.c.deleteUntilGone(n.Path, zkVersion(n.Version), false)
+	}()
 	if !waitUntil(5*time.Second, func() bool { return e.g.swallowed() > 0 }) {
 		t.Fatal("the delete was not sent")
 	}
@@ -178,10 +183,11 @@ func TestRetriedDeleteSparesAnotherSessionsNode(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond) // go-zookeeper fails queued requests after a round of refused dials
 	e.g.heal()
-	if !waitUntil(10*time.Second, func() bool { return e.c.usable() == nil && !e.c.isDisconnected() }) {
-		t.Fatal("the session did not reconnect")
+	select {
+	case <-deleted: // the retry has run, and returned
+	case <-time.After(15 * time.Second):
+		t.Fatal("the background delete did not finish after the session reconnected")
 	}
-	time.Sleep(500 * time.Millisecond) // time for the retry to run
 	got, err := e.obs.Get(ctx, path)
 	if err != nil || got.Token != theirs.Token {
 		t.Fatalf("the other session's node: %+v, %v; want it kept (token %d)", got, err, theirs.Token)
