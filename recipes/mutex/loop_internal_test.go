@@ -9,7 +9,18 @@ import (
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/internal/locktest"
+	"github.com/coordkit/coordkit/session"
 )
+
+// mustNew is New, ending the test on an error.
+func mustNew(t *testing.T, s *session.Session, path string) *Mutex {
+	t.Helper()
+	m, err := New(s, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
 
 // TestTryOutcomeSparesBlockingWaiters: the loop runs a TryLock's one shot
 // while another process holds; a blocking Lock of the process arrives, and
@@ -19,14 +30,8 @@ import (
 func TestTryOutcomeSparesBlockingWaiters(t *testing.T) {
 	w := locktest.NewWorld(t)
 	sA, sB := w.Session(), w.Session()
-	mA, err := New(sA, "/locks/try-outcome")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mB, err := New(sB, "/locks/try-outcome")
-	if err != nil {
-		t.Fatal(err)
-	}
+	mA := mustNew(t, sA, "/locks/try-outcome")
+	mB := mustNew(t, sB, "/locks/try-outcome")
 	gB := locktest.MustLock(t, 10*time.Second, mB)
 
 	// A user of the path keeps A's loop up while it is idle, as a
@@ -98,10 +103,7 @@ func TestTryOutcomeSparesBlockingWaiters(t *testing.T) {
 func TestLeftoverOwnerAndPinsRemoved(t *testing.T) {
 	w := locktest.NewWorld(t)
 	s := w.Session()
-	m, err := New(s, "/locks/leftover")
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustNew(t, s, "/locks/leftover")
 	stamps, ok := s.Conn().(backend.ParentStamps)
 	if !ok {
 		t.Fatal("the memory driver has no ParentStamps")
@@ -134,14 +136,8 @@ func TestLeftoverOwnerAndPinsRemoved(t *testing.T) {
 func TestCancelledAttemptKeepsContentionMemory(t *testing.T) {
 	w := locktest.NewWorld(t)
 	sA, sB := w.Session(), w.Session()
-	mA, err := New(sA, "/locks/memory")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mB, err := New(sB, "/locks/memory")
-	if err != nil {
-		t.Fatal(err)
-	}
+	mA := mustNew(t, sA, "/locks/memory")
+	mB := mustNew(t, sB, "/locks/memory")
 	gA := locktest.MustLock(t, 10*time.Second, mA)
 	gotB := make(chan *Guard, 1)
 	go func() {

@@ -251,14 +251,11 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 		if n.Owner == s.conn.SessionID() {
 			// Ours, left over (see removeLeftover).
 			w.Stop()
-			if err := s.deleteIncarnation(ctx, n, proof{}, nil); err != nil {
+			if err := s.dropLeftover(ctx, n); err != nil {
 				if err := s.retry(ctx, err, backoff); err != nil {
 					return nil, err
 				}
-				continue
 			}
-			s.removeOwnPins(ctx)
-			s.reg.setSuspect(s.path, false)
 			continue
 		}
 		if string(n.Data) != ContendedMark && n.Token != marked {
@@ -308,13 +305,23 @@ func (s *server) removeLeftover(ctx context.Context) (bool, error) {
 		s.reg.setSuspect(s.path, false)
 		return false, nil
 	}
+	if err := s.dropLeftover(ctx, n); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// dropLeftover deletes n, an owner node of this session that no acquisition
+// holds (see removeLeftover), and the pins next to it, and clears the
+// suspicion.
+func (s *server) dropLeftover(ctx context.Context, n backend.Node) error {
 	s.log.Debug("removing a left-over owner node of this session", zap.Int64("token", n.Token))
 	if err := s.deleteIncarnation(ctx, n, proof{}, nil); err != nil {
-		return false, err
+		return err
 	}
 	s.removeOwnPins(ctx)
 	s.reg.setSuspect(s.path, false)
-	return true, nil
+	return nil
 }
 
 // removeOwnPins deletes, best effort, the pins this session's stamped
