@@ -10,14 +10,17 @@
 // kit's Curator driver). Then it measures, on the same servers:
 //
 //   - ZooKeeper, uncontended acquire+release on one session, fsync on and off:
-//     go-zookeeper create(ephemeral)+delete (the floor), Curator's
-//     InterProcessMutex (the reference), coordkit mutex and fairlock;
+//     go-zookeeper create(ephemeral)+delete (the floor), go-zookeeper
+//     sending the mutex's own two multis (its protocol's floor, without
+//     coordkit's code), Curator's InterProcessMutex (the reference),
+//     coordkit mutex and fairlock;
 //   - ZooKeeper, 4 contending sessions with one goroutine (thread) each:
 //     Curator (4 JVMs), coordkit fairlock and mutex;
 //   - ZooKeeper, 32 goroutines of one process on one session: coordkit mutex
 //     against Curator with 32 threads on one client;
 //   - etcd: concurrency.Mutex (the reference) against coordkit mutex and
-//     fairlock, uncontended and with 4 sessions; coordkit mutex with 32
+//     fairlock, uncontended (with the etcd client sending the mutex's two
+//     Txns as its floor) and with 4 sessions; coordkit mutex with 32
 //     goroutines;
 //   - handoff latency: two sessions ping-pong the lock; the time from the
 //     holder's Unlock returning to the waiter's Lock returning.

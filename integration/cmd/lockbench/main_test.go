@@ -28,10 +28,12 @@ func TestMain(m *testing.M) {
 // from the harness so that a row the harness stops producing fails the test.
 var wantRows = []struct{ section, impl string }{
 	{"ZooKeeper, uncontended, one session, fsync on", "go-zookeeper create(ephemeral)+delete"},
+	{"ZooKeeper, uncontended, one session, fsync on", "go-zookeeper, the mutex's two stamped multis"},
 	{"ZooKeeper, uncontended, one session, fsync on", "Curator 5.4 InterProcessMutex"},
 	{"ZooKeeper, uncontended, one session, fsync on", "coordkit mutex"},
 	{"ZooKeeper, uncontended, one session, fsync on", "coordkit fairlock"},
 	{"ZooKeeper, uncontended, one session, fsync off", "go-zookeeper create(ephemeral)+delete"},
+	{"ZooKeeper, uncontended, one session, fsync off", "go-zookeeper, the mutex's two stamped multis"},
 	{"ZooKeeper, uncontended, one session, fsync off", "Curator 5.4 InterProcessMutex"},
 	{"ZooKeeper, uncontended, one session, fsync off", "coordkit mutex"},
 	{"ZooKeeper, uncontended, one session, fsync off", "coordkit fairlock"},
@@ -43,6 +45,7 @@ var wantRows = []struct{ section, impl string }{
 	{"ZooKeeper, handoff", "Curator 5.4 InterProcessMutex"},
 	{"ZooKeeper, handoff", "coordkit mutex"},
 	{"ZooKeeper, handoff", "coordkit fairlock"},
+	{"etcd, uncontended", "etcd client, the mutex's two Txns"},
 	{"etcd, uncontended", "etcd concurrency.Mutex"},
 	{"etcd, uncontended", "coordkit mutex"},
 	{"etcd, uncontended", "coordkit fairlock"},

@@ -119,8 +119,11 @@ func (e *env) sections() []*section {
 			s := versus("zk-"+z.tag()+"-uncontended", "ZooKeeper, uncontended, one session, fsync "+z.tag(), unitCycles, throughput,
 				&row{id: "curator", name: "Curator 5.4 InterProcessMutex", run: curatorUncontended(z.curators[0])},
 				coordkitLoops(z.drv, newMutex, 1, 1), coordkitLoops(z.drv, newFairlock, 1, 1))
-			floor := &row{id: "raw", name: "go-zookeeper create(ephemeral)+delete", floor: true, run: rawCreateDelete(z)}
-			s.rows = append([]*row{floor}, s.rows...)
+			floors := []*row{
+				{id: "raw", name: "go-zookeeper create(ephemeral)+delete", floor: true, run: rawCreateDelete(z)},
+				{id: "protocol", name: "go-zookeeper, the mutex's two stamped multis", floor: true, run: rawStampedMultis(z)},
+			}
+			s.rows = append(floors, s.rows...)
 			out = append(out, s)
 		}
 		out = append(out,
@@ -142,9 +145,10 @@ func (e *env) sections() []*section {
 	}
 	if ec := e.etcd; ec != nil {
 		reference := func(run runFunc) *row { return &row{id: "concurrency", name: "etcd concurrency.Mutex", run: run} }
-		out = append(out,
-			versus("etcd-uncontended", "etcd, uncontended, one session", unitCycles, throughput,
-				reference(concurrencyLoops(ec, 1)), coordkitLoops(ec.drv, newMutex, 1, 1), coordkitLoops(ec.drv, newFairlock, 1, 1)),
+		uncontended := versus("etcd-uncontended", "etcd, uncontended, one session", unitCycles, throughput,
+			reference(concurrencyLoops(ec, 1)), coordkitLoops(ec.drv, newMutex, 1, 1), coordkitLoops(ec.drv, newFairlock, 1, 1))
+		uncontended.rows = append([]*row{{id: "protocol", name: "etcd client, the mutex's two Txns", floor: true, run: rawEtcdTxns(ec)}}, uncontended.rows...)
+		out = append(out, uncontended,
 			versus("etcd-sessions4", "etcd, 4 contending sessions, one goroutine each", unitAcquires, throughput,
 				reference(concurrencyLoops(ec, 4)), coordkitLoops(ec.drv, newMutex, 4, 1), coordkitLoops(ec.drv, newFairlock, 4, 1)),
 			&section{

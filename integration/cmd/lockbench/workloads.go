@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/coordkit/coordkit/backend"
@@ -367,9 +369,54 @@ func concurrencyLoops(e *etcdServer, sessions int) runFunc {
 }
 
 // rawCreateDelete: go-zookeeper alone, on one connection: create an
-// ephemeral node, delete it. The parents are persistent nodes (a container
-// would be reaped between a delete and the next create), removed at the end.
+// ephemeral node, delete it.
 func rawCreateDelete(z *zkServer) runFunc {
+	return rawZooKeeper(z, func(conn *zk.Conn, path string) lockFunc {
+		node := path + "/lock"
+		return func(context.Context) (func(context.Context) error, error) {
+			if _, err := conn.Create(node, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+				return nil, err
+			}
+			return func(context.Context) error { return conn.Delete(node, -1) }, nil
+		}
+	})
+}
+
+// rawStampedMultis: go-zookeeper alone, sending the requests of an
+// uncontended coordkit mutex cycle (see package recipes/mutex, "Layout"):
+// one multi that creates P/owner and its pin and writes P, then one that
+// checks P's version and deletes the pin and P/owner. It is the mutex's
+// floor: what its protocol costs the server, without coordkit's code.
+func rawStampedMultis(z *zkServer) runFunc {
+	return rawZooKeeper(z, func(conn *zk.Conn, path string) lockFunc {
+		owner, acl := path+"/owner", zk.WorldACL(zk.PermAll)
+		var n uint64
+		return func(context.Context) (func(context.Context) error, error) {
+			n++
+			pin := backend.PinPath(owner, strconv.FormatInt(conn.SessionID(), 16), n)
+			res, err := conn.Multi(
+				&zk.CreateRequest{Path: owner, Acl: acl, Flags: zk.FlagEphemeral},
+				&zk.CreateRequest{Path: pin, Acl: acl, Flags: zk.FlagEphemeral},
+				&zk.SetDataRequest{Path: path, Version: -1})
+			if err != nil {
+				return nil, err
+			}
+			version := res[2].Stat.Version
+			return func(context.Context) error {
+				_, err := conn.Multi(
+					&zk.CheckVersionRequest{Path: path, Version: version},
+					&zk.DeleteRequest{Path: pin, Version: -1},
+					&zk.DeleteRequest{Path: owner, Version: 0})
+				return err
+			}, nil
+		}
+	})
+}
+
+// rawZooKeeper runs the lock that mk makes at path on a go-zookeeper
+// connection of its own. The path's nodes are persistent (a container would
+// be reaped between a delete and the next create), removed at the end.
+func rawZooKeeper(z *zkServer, mk func(conn *zk.Conn, path string) lockFunc) runFunc {
 	return func(ctx context.Context, path string, d time.Duration) (_ measure, err error) {
 		conn, _, err := zk.Connect(z.cluster.Addrs(), ttl, zk.WithLogger(quietLogger{}))
 		if err != nil {
@@ -395,12 +442,40 @@ func rawCreateDelete(z *zkServer) runFunc {
 				return measure{}, fmt.Errorf("create %s: %w", p, err)
 			}
 		}
-		node := path + "/lock"
-		fn := func(context.Context) (func(context.Context) error, error) {
-			if _, err := conn.Create(node, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+		return withWarmup(ctx, d, []lockFunc{mk(conn, path)})
+	}
+}
+
+// rawEtcdTxns: the etcd client alone, sending the requests of an
+// uncontended coordkit mutex cycle on etcd: a Txn that puts P/owner on the
+// session's lease if it does not exist, then a Txn that deletes it if its
+// mod revision is still the put's. It is the mutex's floor on etcd.
+func rawEtcdTxns(e *etcdServer) runFunc {
+	return func(ctx context.Context, path string, d time.Duration) (_ measure, err error) {
+		ss, closeAll, err := openConcurrencySessions(e, 1)
+		if err != nil {
+			return measure{}, err
+		}
+		defer func() { err = errors.Join(err, closeAll()) }()
+		cli, lease, owner := e.client(), ss[0].Lease(), path+"/owner"
+		fn := func(ctx context.Context) (func(context.Context) error, error) {
+			put, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0)).
+				Then(clientv3.OpPut(owner, "", clientv3.WithLease(lease))).Else(clientv3.OpGet(owner)).Commit()
+			if err != nil {
 				return nil, err
 			}
-			return func(context.Context) error { return conn.Delete(node, -1) }, nil
+			if !put.Succeeded {
+				return nil, fmt.Errorf("%s exists", owner)
+			}
+			rev := put.Header.Revision
+			return func(ctx context.Context) error {
+				del, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(owner), "=", rev)).
+					Then(clientv3.OpDelete(owner)).Else(clientv3.OpGet(owner)).Commit()
+				if err == nil && !del.Succeeded {
+					err = fmt.Errorf("%s changed", owner)
+				}
+				return err
+			}, nil
 		}
 		return withWarmup(ctx, d, []lockFunc{fn})
 	}
