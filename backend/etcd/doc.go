@@ -30,7 +30,10 @@
 // sequential create whose reply is lost to a connection failure is retried a
 // few times with the same key; since the Txn only puts a key that does not
 // exist, a retry finds the node the lost attempt made instead of creating a
-// second one.
+// second one. When the create gives up with its outcome unknown, the Conn
+// deletes the key in the background if it is on its own lease, and once more
+// ten seconds later (a server may apply a request its client gave up on
+// behind a later one); the key's name is handed out again only after that.
 //
 // # Tokens and versions
 //

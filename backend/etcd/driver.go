@@ -62,6 +62,9 @@ type Driver struct {
 	owns bool
 	o    options
 
+	// lateApplyWindow: see defaultLateApplyWindow (shorter in tests).
+	lateApplyWindow time.Duration
+
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
 	closed bool
@@ -80,7 +83,13 @@ func New(client *clientv3.Client, opts ...Option) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{cli: client, kv: clientv3.RetryKVClient(client), o: o, conns: make(map[*conn]struct{})}, nil
+	return newDriver(client, false, o), nil
+}
+
+// newDriver returns a driver on cli; owns says whether Close closes cli.
+func newDriver(cli *clientv3.Client, owns bool, o options) *Driver {
+	return &Driver{cli: cli, kv: clientv3.RetryKVClient(cli), owns: owns, o: o, lateApplyWindow: defaultLateApplyWindow,
+		conns: make(map[*conn]struct{})}
 }
 
 // Dial creates an etcd client from cfg and returns a driver that owns it:
@@ -98,7 +107,7 @@ func Dial(cfg clientv3.Config, opts ...Option) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd: dial: %w", err)
 	}
-	return &Driver{cli: cli, kv: clientv3.RetryKVClient(cli), owns: true, o: o, conns: make(map[*conn]struct{})}, nil
+	return newDriver(cli, true, o), nil
 }
 
 func buildOptions(opts []Option) (options, error) {

@@ -284,6 +284,13 @@ var orphanBackoff = backend.Backoff{Min: orphanBackoffMin, Max: orphanBackoffMax
 // orphanAttemptTimeout cuts off one attempt of deleteOrphan.
 const orphanAttemptTimeout = 2 * time.Second
 
+// defaultLateApplyWindow is how long after deleting the key of a create
+// whose outcome was unknown deleteOrphan deletes it once more, in case the
+// create was applied after all, behind the delete. It is longer than etcd's
+// default request timeout (5s plus two election timeouts), within which a
+// server proposes a request or fails it.
+const defaultLateApplyWindow = 10 * time.Second
+
 // deleteOrphanLater deletes key in the background (see deleteOrphan): the
 // key of a protected or sequential create of this Conn whose outcome stayed
 // unknown, made with lease (0 if not ephemeral). After expiry or once Close
@@ -301,9 +308,43 @@ func (c *conn) deleteOrphanLater(key string, lease clientv3.LeaseID) {
 // Close). The key is unique to the create that sent it (a fresh uuid or a
 // sequential name of this Conn's lease), so a key on the same lease can only
 // be the lost create's node; a key on another lease is somebody else's and
-// is left, its name never reused. Once the key is known to be gone its name
-// goes back to the pool.
+// is left, its name never reused.
+//
+// A create whose reply was lost may still be applied after this delete: the
+// server can propose a request it has not yet proposed when its client gave
+// up on it (a cancelled call, a broken connection, a member forwarding to
+// the leader) behind a later request. So once the key is gone, the delete
+// is made once more lateApplyWindow later, and only then does the name go
+// back to the pool (a name in use is never handed out, so no new create can
+// meet the late one).
 func (c *conn) deleteOrphan(key string, lease clientv3.LeaseID) {
+	for pass := 0; pass < 2; pass++ {
+		if pass > 0 && !backend.Sleep(c.ctx, c.d.lateApplyWindow) {
+			return
+		}
+		switch c.deleteOrphanOnce(key, lease) {
+		case orphanForeign:
+			c.names.drop(key)
+			return
+		case orphanUnsettled:
+			return
+		}
+	}
+	c.names.release(key)
+}
+
+// orphanOutcome is what one pass of deleteOrphan found.
+type orphanOutcome int
+
+const (
+	orphanGone      orphanOutcome = iota // deleted, or not there
+	orphanForeign                        // there on another lease
+	orphanUnsettled                      // the session ended, or the server refused the delete
+)
+
+// deleteOrphanOnce is one pass of deleteOrphan: its Txn, retried through
+// connection loss.
+func (c *conn) deleteOrphanOnce(key string, lease clientv3.LeaseID) orphanOutcome {
 	cmp := &pb.Compare{Key: []byte(key), Target: pb.Compare_LEASE, Result: pb.Compare_EQUAL,
 		TargetUnion: &pb.Compare_Lease{Lease: int64(lease)}}
 	for attempt := 0; backend.Sleep(c.ctx, orphanBackoff.Pause(attempt)); attempt++ {
@@ -317,24 +358,24 @@ func (c *conn) deleteOrphan(key string, lease clientv3.LeaseID) {
 		case err == nil && (resp.Succeeded || len(rangeKvs(resp, 0)) == 0):
 			// Deleted, or not there (a missing key has lease 0, so the
 			// compare of an ephemeral key's lease fails on it).
-			c.names.release(key)
 			c.lg.Debug("key of a create whose outcome was unknown is gone", zap.String("key", key),
-				zap.Bool("deleted", resp.Succeeded), zap.Int("attempts", attempt+1))
-			return
+				zap.Bool("deleted", resp.Succeeded && len(resp.Responses) > 0 && resp.Responses[0].GetResponseDeleteRange().GetDeleted() > 0),
+				zap.Int("attempts", attempt+1))
+			return orphanGone
 		case err == nil:
-			c.names.drop(key)
 			c.lg.Info("key of a create whose outcome was unknown is held by another lease; left alone",
 				zap.String("key", key), zap.String("owner", fmt.Sprintf("%x", rangeKvs(resp, 0)[0].Lease)))
-			return
+			return orphanForeign
 		case c.ctx.Err() != nil:
-			return
+			return orphanUnsettled
 		case !isUnavailable(err) && !timedOut:
 			c.lg.Info("cannot delete the key of a create whose outcome was unknown", zap.String("key", key), zap.Error(err))
-			return
+			return orphanUnsettled
 		}
 		c.lg.Debug("retrying the delete of the key of a create whose outcome was unknown", zap.String("key", key),
 			zap.Error(err), zap.Duration("next-in", orphanBackoff.Pause(attempt+1)))
 	}
+	return orphanUnsettled
 }
 
 // CreateAndWatch implements backend.Conn with a Create and a Watch (see

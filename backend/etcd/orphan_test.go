@@ -317,6 +317,8 @@ const (
 	txnApplyHang            // apply it, then answer only when the caller's ctx ends
 	txnBlockedLose          // wait on faultKV.gate, then answer Unavailable without applying it
 	txnRefuse               // answer "permission denied" without applying it
+	txnLoseStash            // answer Unavailable without applying it, and keep it in faultKV.stash
+	txnPassApplyStash       // apply it, then apply faultKV.stash (a late create lands right behind it)
 )
 
 // faultKV is the Driver's KV stub (see commit) in front of the store; fault
@@ -328,6 +330,7 @@ type faultKV struct {
 	fault func(r *pb.TxnRequest) txnFault
 	gate  chan struct{}
 	seen  map[txnFault]int
+	stash *pb.TxnRequest
 }
 
 var errLost = status.Error(codes.Unavailable, "faultKV: connection reset (reply lost)")
@@ -361,6 +364,23 @@ func (f *faultKV) Txn(ctx context.Context, r *pb.TxnRequest, opts ...grpc.CallOp
 		return nil, errLost
 	case txnRefuse:
 		return nil, rpctypes.ErrGRPCPermissionDenied
+	case txnLoseStash:
+		f.mu.Lock()
+		f.stash = r
+		f.mu.Unlock()
+		return nil, errLost
+	case txnPassApplyStash:
+		resp, err := f.fakeStore.Txn(ctx, r, opts...)
+		f.mu.Lock()
+		late := f.stash
+		f.stash = nil
+		f.mu.Unlock()
+		if late != nil {
+			if _, lerr := f.fakeStore.Txn(ctx, late, opts...); lerr != nil {
+				panic(lerr)
+			}
+		}
+		return resp, err
 	case txnBlockedLose:
 		select {
 		case <-gate:
@@ -413,6 +433,7 @@ func newFakeEnv(t *testing.T) *fakeEnv {
 	}
 	e := &fakeEnv{store: s, kv: &faultKV{fakeStore: s}, cli: cli, d: d}
 	d.kv = e.kv
+	d.lateApplyWindow = 20 * time.Millisecond
 	t.Cleanup(func() { e.close(t) })
 	return e
 }
@@ -670,6 +691,50 @@ func TestCreateOrphanStopsAtClose(t *testing.T) {
 	}
 	if e.store.get(key) != nil {
 		t.Errorf("orphan %s outlived the session", key)
+	}
+}
+
+// TestCreateOrphanAppliedLate: the first attempt of a queue join is lost
+// before the server applied it, and applied only after the background
+// delete of its key has found nothing (a server can propose a request its
+// client gave up on behind a later one). The key must still go, and its
+// name come back only once it has.
+func TestCreateOrphanAppliedLate(t *testing.T) {
+	e := newFakeEnv(t)
+	c := e.open(t)
+	var creates atomic.Int32
+	var key string // set before the create returns
+	e.kv.setFault(func(r *pb.TxnRequest) txnFault {
+		switch {
+		case isCreate(r) && creates.Add(1) == 1:
+			key = string(r.Success[0].GetRequestPut().Key)
+			return txnLoseStash
+		case isCreate(r):
+			return txnLose
+		case isOrphanDelete(r):
+			return txnPassApplyStash
+		}
+		return txnPass
+	})
+	if _, _, err := c.CreateAndList(context.Background(), "/q/lock-", nil, queueJoin); !errors.Is(err, backend.ErrConnectionLoss) {
+		t.Fatalf("CreateAndList = %v, want ErrConnectionLoss", err)
+	}
+	waitFor(t, "the late create to be applied", func() bool { return e.kv.count(txnPassApplyStash) > 0 })
+	e.kv.mu.Lock()
+	stashed := e.kv.stash
+	e.kv.mu.Unlock()
+	if stashed != nil {
+		t.Fatal("the late create was not applied behind the first delete")
+	}
+	waitFor(t, "the late create's key to be deleted", func() bool {
+		return len(e.store.rangeLockedCopy("/q/")) == 0
+	})
+	waitFor(t, "the name to be free", func() bool { return !c.nameInUse(key) })
+	if n := e.kv.count(txnPassApplyStash); n != 2 {
+		t.Errorf("%d deletes of the key, want 2 (one when the create gave up, one later)", n)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
