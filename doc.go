@@ -1,6 +1,8 @@
-// Package coordkit is a library of distributed coordination recipes — locks,
-// read-write locks, semaphores, latches and leader election — that run on
-// Apache ZooKeeper or on etcd through one small backend seam.
+// Package coordkit is a library of distributed coordination recipes that run
+// on Apache ZooKeeper or on etcd through one small backend seam. It has two
+// locks today, recipes/mutex and recipes/fairlock, with fencing helpers in
+// recipes/fence; read-write locks, semaphores, latches and leader election
+// are planned on the same machinery.
 //
 // The packages, from the bottom up:
 //

@@ -192,6 +192,8 @@ type CreateOptions struct {
 // versions restart at 0 with every create, so a recipe that must not touch
 // a newer node at a reused path reads and compares Node.Token first.
 type IncarnationVersions interface {
+	// VersionsIdentifyIncarnations reports whether a node's Version is
+	// never shared by two incarnations of the same path.
 	VersionsIdentifyIncarnations() bool
 }
 

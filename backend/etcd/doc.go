@@ -95,9 +95,12 @@
 //
 // # Watches
 //
-// Conn.Watch reads the key and watches it from the read's revision + 1, so no
-// change after the read is missed; WatchChildren does the same for the
-// "P/" prefix and fires only when a direct child is created or deleted.
+// Conn.Watch reads the key and watches it, with no change after the read
+// missed: the watch is opened at the current revision together with the read
+// (not at the read's revision + 1, which etcd would serve from its 100ms
+// catch-up loop), and the read is repeated at the watch's start revision if a
+// write landed between the two. WatchChildren does the same for the "P/"
+// prefix and fires only when a direct child is created or deleted.
 // Watches are opened with clientv3.WithRequireLeader, so a member that loses
 // its leader cancels them (EventLost with the server's error) rather than
 // leaving them silent. A compacted watch is also reported as EventLost with

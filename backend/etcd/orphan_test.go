@@ -311,14 +311,14 @@ func (fakeWatcher) Close() error                          { return nil }
 type txnFault int
 
 const (
-	txnPass        txnFault = iota
-	txnApplyLose            // apply it, then answer Unavailable (the reply was lost)
-	txnLose                 // answer Unavailable without applying it
-	txnApplyHang            // apply it, then answer only when the caller's ctx ends
-	txnBlockedLose          // wait on faultKV.gate, then answer Unavailable without applying it
-	txnRefuse               // answer "permission denied" without applying it
-	txnLoseStash            // answer Unavailable without applying it, and keep it in faultKV.stash
-	txnPassApplyStash       // apply it, then apply faultKV.stash (a late create lands right behind it)
+	txnPass           txnFault = iota
+	txnApplyLose               // apply it, then answer Unavailable (the reply was lost)
+	txnLose                    // answer Unavailable without applying it
+	txnApplyHang               // apply it, then answer only when the caller's ctx ends
+	txnBlockedLose             // wait on faultKV.gate, then answer Unavailable without applying it
+	txnRefuse                  // answer "permission denied" without applying it
+	txnLoseStash               // answer Unavailable without applying it, and keep it in faultKV.stash
+	txnPassApplyStash          // apply it, then apply faultKV.stash (a late create lands right behind it)
 )
 
 // faultKV is the Driver's KV stub (see commit) in front of the store; fault

@@ -52,6 +52,7 @@
 //
 // Everything happens under one mutex, at once: there is no latency, no
 // partial failure inside a call, no server-side request queue, and a ctx
-// matters only if it is already done when a call starts. Requests are never
+// matters only if it is already done when a call starts, or while the call
+// is held by Stall. Requests are never
 // reordered. A Driver is one isolated store: two Drivers share nothing.
 package memory
