@@ -107,7 +107,9 @@ func New(ctx context.Context, d backend.Driver, opts ...Option) (*Session, error
 	}
 	o := defaultOptions()
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt(&o)
+		}
 	}
 	if err := o.validate(); err != nil {
 		return nil, err

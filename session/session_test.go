@@ -393,6 +393,24 @@ func TestInvalidArguments(t *testing.T) {
 	if _, err := session.New(context.Background(), drv, session.WithLostAfter(-time.Second)); !errors.Is(err, coordkit.ErrInvalidArgument) {
 		t.Errorf("negative LostAfter: %v", err)
 	}
+	// A nil option is skipped, as the recipes' are, and a nil callback
+	// registers nothing (it used to crash the process at the next change,
+	// on a library goroutine).
+	s, err := session.New(context.Background(), drv, nil)
+	if err != nil {
+		t.Fatalf("nil option: %v", err)
+	}
+	s.OnStateChange(nil)()
+	s.OnStateChange(nil)
+	if err := drv.Disconnect(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.Reconnect(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := session.New(ctx, drv); !errors.Is(err, context.Canceled) {

@@ -126,8 +126,11 @@ func (s *Session) Changes() (changes <-chan Change, stop func()) {
 // on, in order, on a library goroutine (never on the caller's). fn must not
 // block for long: later changes wait for it. The terminal change (Lost or
 // Closed) is always delivered, after which the goroutine ends. remove stops
-// further calls.
+// further calls. A nil fn registers nothing (remove does nothing).
 func (s *Session) OnStateChange(fn func(Change)) (remove func()) {
+	if fn == nil {
+		return func() {}
+	}
 	sub := s.subscribe()
 	go sub.run(func(c Change) bool {
 		select {

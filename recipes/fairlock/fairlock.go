@@ -14,6 +14,7 @@ import (
 	"github.com/coordkit/coordkit/internal/detach"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/internal/hold"
+	"github.com/coordkit/coordkit/recipes/internal/lockpath"
 	"github.com/coordkit/coordkit/recipes/internal/waitq"
 	"github.com/coordkit/coordkit/session"
 )
@@ -22,6 +23,10 @@ import (
 // InterProcessMutex (LOCK_NAME): the driver makes it
 // "_c_<uuid36>-lock-<sequence>".
 const NodeName = "lock-"
+
+// longestNode is the longest path suffix a Lock adds below its path:
+// "/_c_<uuid36>-lock-" and the longest sequence suffix.
+const longestNode = len("/") + lockpath.ProtectedPrefix + len(NodeName) + lockpath.SequenceSuffix
 
 // Option configures a Lock.
 type Option func(*options)
@@ -51,19 +56,18 @@ type Lock struct {
 }
 
 // New returns the lock at path on the session's backend. It validates path
-// and s before any network call: an invalid path returns an error matching
-// coordkit.ErrInvalidPath, a nil session one matching
-// coordkit.ErrInvalidArgument. New itself makes no network call; the
+// and s before any network call: an invalid path, one too long for the
+// nodes below it, or one whose last element is a name the locks use for
+// their own nodes (owner, queue, owner-pin-*, _c_*: such a lock would sit on
+// another lock's node) returns an error matching coordkit.ErrInvalidPath, a
+// nil session one matching coordkit.ErrInvalidArgument. New itself makes no network call; the
 // lock's directory is created (as a container on ZooKeeper) by the first
 // Lock.
 func New(s *session.Session, path string, opts ...Option) (*Lock, error) {
 	if s == nil {
 		return nil, fmt.Errorf("fairlock: nil session: %w", coordkit.ErrInvalidArgument)
 	}
-	if err := backend.ValidatePath(path); err != nil {
-		return nil, fmt.Errorf("fairlock: %w", err)
-	}
-	if err := backend.ValidatePath(backend.Join(path, NodeName)); err != nil {
+	if err := lockpath.Check(path, longestNode); err != nil {
 		return nil, fmt.Errorf("fairlock: %w", err)
 	}
 	o := options{log: zap.NewNop()}

@@ -843,7 +843,11 @@ func TestConcurrentGoroutinesOneLock(t *testing.T) {
 func TestInvalidInput(t *testing.T) {
 	e := newEnv(t)
 	s := e.Session()
-	for _, p := range []string{"", "locks", "/", "/locks/", "/a//b", "/a/./b", "/a/../b", "/zookeeper", "/zookeeper/lock", "/a\x00b", "/a\nb", "/" + strings.Repeat("x", backend.MaxPathLength)} {
+	for _, p := range []string{"", "locks", "/", "/locks/", "/a//b", "/a/./b", "/a/../b", "/zookeeper", "/zookeeper/lock", "/a\x00b", "/a\nb", "/" + strings.Repeat("x", backend.MaxPathLength),
+		// too long for the lock's nodes (1,000 bytes is a valid path)
+		"/" + strings.Repeat("x", 999),
+		// another lock's own nodes
+		"/a/owner", "/a/queue", "/a/owner-pin-1-1", "/a/_c_0-lock-0000000001"} {
 		if _, err := fairlock.New(s, p); !errors.Is(err, coordkit.ErrInvalidPath) {
 			t.Errorf("New(%q): %v, want ErrInvalidPath", p, err)
 		}

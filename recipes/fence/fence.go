@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 
 	"github.com/coordkit/coordkit"
@@ -31,13 +32,9 @@ import (
 
 // ErrStale is returned by Set when the hold is no longer current: it has
 // ended locally (released or lost), or the server found its node gone or
-// replaced. Nothing was written. It matches recipes.ErrLost.
-var ErrStale error = staleError{}
-
-type staleError struct{}
-
-func (staleError) Error() string        { return "fence: the hold is no longer current" }
-func (staleError) Is(target error) bool { return target == recipes.ErrLost }
+// replaced. Nothing was written. The error Set returns also matches why:
+// recipes.ErrReleased or recipes.ErrLost (see Set).
+var ErrStale = errors.New("fence: the hold is no longer current")
 
 // Set writes data to the node at path, of the same backend as held, only if
 // held is still current: its Err is nil here, and its Fences hold on the
@@ -46,15 +43,17 @@ func (staleError) Is(target error) bool { return target == recipes.ErrLost }
 // backend.Conn.Set.
 //
 // When the hold is not current, nothing is written and the error matches
-// ErrStale and recipes.ErrLost (and, when the server refused, also
-// backend.ErrGuardFailed). Other errors are the backend's: backend.ErrNoNode
+// ErrStale and the hold's Err: recipes.ErrReleased after Unlock, an error
+// matching recipes.ErrLost after a loss. When the server refused the write
+// (the hold's node is gone or replaced although the hold had not heard of
+// it yet) it matches ErrStale, recipes.ErrLost and backend.ErrGuardFailed. Other errors are the backend's: backend.ErrNoNode
 // if path does not exist, backend.ErrBadVersion for a version mismatch, and
 // so on. conn should be the connection of the session that holds (any
 // connection to the same backend works for the check, and a holder whose
 // session expired cannot write through its own; see package recipes/mutex
 // for what the check can and cannot see on ZooKeeper).
 func Set(ctx context.Context, conn backend.Conn, held recipes.Held, path string, data []byte, version int64) (backend.Node, error) {
-	if conn == nil || held == nil {
+	if conn == nil || isNil(held) {
 		return backend.Node{}, fmt.Errorf("fence: set %s: nil connection or hold: %w", path, coordkit.ErrInvalidArgument)
 	}
 	if err := held.Err(); err != nil {
@@ -62,12 +61,22 @@ func Set(ctx context.Context, conn backend.Conn, held recipes.Held, path string,
 	}
 	n, err := conn.GuardedSet(ctx, held.Fences(), path, data, version)
 	if errors.Is(err, backend.ErrGuardFailed) {
-		return backend.Node{}, fmt.Errorf("fence: set %s: %w: %w", path, ErrStale, err)
+		return backend.Node{}, fmt.Errorf("fence: set %s: %w (%w): %w", path, ErrStale, recipes.ErrLost, err)
 	}
 	if err != nil {
 		return backend.Node{}, fmt.Errorf("fence: set %s: %w", path, err)
 	}
 	return n, nil
+}
+
+// isNil reports whether held is nil or a nil pointer (a Guard variable left
+// nil by a failed Lock).
+func isNil(held recipes.Held) bool {
+	if held == nil {
+		return true
+	}
+	v := reflect.ValueOf(held)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // ErrStaleToken is returned by Register.Store when the token is smaller than

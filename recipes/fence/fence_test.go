@@ -114,8 +114,20 @@ func TestSetWritesOnlyWhileHeld(t *testing.T) {
 	if _, err := fence.Set(ctx, nil, gb, "/data/config", nil, 0); !errors.Is(err, coordkit.ErrInvalidArgument) {
 		t.Fatalf("nil conn: %v", err)
 	}
+	var none *mutex.Guard // what a failed Lock leaves
+	if _, err := fence.Set(ctx, b.Conn(), none, "/data/config", nil, 0); !errors.Is(err, coordkit.ErrInvalidArgument) {
+		t.Fatalf("nil *mutex.Guard: %v", err)
+	}
+	if _, err := fence.Set(ctx, b.Conn(), nil, "/data/config", nil, 0); !errors.Is(err, coordkit.ErrInvalidArgument) {
+		t.Fatalf("nil hold: %v", err)
+	}
 	ga.Unlock(ctx)
+	// A released hold's write says so: released, not lost.
 	gb.Unlock(ctx)
+	_, err = fence.Set(ctx, b.Conn(), gb, "/data/config", []byte("late"), backend.AnyVersion)
+	if !errors.Is(err, fence.ErrStale) || !errors.Is(err, recipes.ErrReleased) || errors.Is(err, recipes.ErrLost) {
+		t.Fatalf("Set after Unlock: %v, want ErrStale and ErrReleased, not ErrLost", err)
+	}
 }
 
 // staleHeld is a hold that has not noticed yet that it is gone: a paused

@@ -12,6 +12,7 @@ import (
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/internal/detach"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/lockpath"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -37,7 +38,7 @@ const DefaultMaxLocalHandoffs = 16
 // longestQueueNode is the longest path suffix the Mutex adds below its path:
 // "/queue/_c_<uuid36>-waiter-" and the longest sequence suffix (etcd's
 // "<16 hex>-<20 digits>").
-const longestQueueNode = len("/queue/_c_") + 36 + len("-waiter-") + 16 + 1 + 20
+const longestQueueNode = len("/queue/") + lockpath.ProtectedPrefix + len(WaiterName) + lockpath.SequenceSuffix
 
 // Option configures a Mutex.
 type Option func(*options)
@@ -87,20 +88,18 @@ type Mutex struct {
 }
 
 // New returns the lock at path on the session's backend. It validates its
-// arguments before any network call: an invalid path (or one too long for
-// the nodes below it) returns an error matching coordkit.ErrInvalidPath; a
+// arguments before any network call: an invalid path, one too long for the
+// nodes below it, or one whose last element is a name the locks use for
+// their own nodes (owner, queue, owner-pin-*, _c_*: such a lock would sit on
+// another lock's node) returns an error matching coordkit.ErrInvalidPath; a
 // nil session or a negative WithMaxLocalHandoffs one matching
 // coordkit.ErrInvalidArgument. New makes no network call.
 func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {
 	if s == nil {
 		return nil, fmt.Errorf("mutex: nil session: %w", coordkit.ErrInvalidArgument)
 	}
-	if err := backend.ValidatePath(path); err != nil {
+	if err := lockpath.Check(path, longestQueueNode); err != nil {
 		return nil, fmt.Errorf("mutex: %w", err)
-	}
-	if len(path)+longestQueueNode > backend.MaxPathLength {
-		return nil, fmt.Errorf("mutex: %w", &coordkit.PathError{Path: path,
-			Reason: fmt.Sprintf("too long: the lock's nodes below it need %d more bytes (limit %d)", longestQueueNode, backend.MaxPathLength)})
 	}
 	o := options{maxHandoffs: DefaultMaxLocalHandoffs, log: zap.NewNop()}
 	for _, opt := range opts {
@@ -250,9 +249,12 @@ func (g *Guard) Done() <-chan struct{} { g.acq.hold.Watch(); return g.ctx.Done()
 // recipes.ErrNodeDeleted).
 func (g *Guard) Err() error {
 	g.acq.hold.Watch()
-	if g.ctx.Err() == nil {
+	if g.ctx.Err() == nil && g.acq.hold.Err() == nil {
 		return nil
 	}
+	// A hold that the session's policy has ended is ended by hold.Err
+	// itself (its callback may not have run yet), and g.ctx with it: it
+	// derives from the hold's context.
 	return context.Cause(g.ctx)
 }
 

@@ -201,7 +201,8 @@ func TestNewRefusesBadArguments(t *testing.T) {
 	if _, err := mutex.New(nil, lockPath); !errors.Is(err, coordkit.ErrInvalidArgument) {
 		t.Errorf("nil session: %v", err)
 	}
-	for _, p := range []string{"", "locks", "/locks/", "/", "/a//b", "/a/./b", "/a/../b", "/zookeeper", "/zookeeper/lock", "/a\x00b", "/a\nb", "/" + strings.Repeat("x", backend.MaxPathLength-50)} {
+	for _, p := range []string{"", "locks", "/locks/", "/", "/a//b", "/a/./b", "/a/../b", "/zookeeper", "/zookeeper/lock", "/a\x00b", "/a\nb", "/" + strings.Repeat("x", backend.MaxPathLength-50),
+		"/a/owner", "/a/queue", "/a/owner-pin-1-1", "/a/_c_0-lock-0000000001"} {
 		if _, err := mutex.New(s, p); !errors.Is(err, coordkit.ErrInvalidPath) {
 			t.Errorf("New(%q): %v, want ErrInvalidPath", p, err)
 		}
@@ -765,6 +766,32 @@ func TestSuspendEndsHoldWaitersCarryOn(t *testing.T) {
 		t.Fatalf("token after the loss %d, before %d: the lost acquisition was reused", g2.Token(), g.Token())
 	}
 	unlock(t, g2)
+	w.empty()
+}
+
+// TestErrAtOnceAfterHoldContext: once the session's HoldContext has ended,
+// the holder's Err reports the loss at once (fence.Set relies on it), not
+// a scheduling delay later when the hold's callback has run.
+func TestErrAtOnceAfterHoldContext(t *testing.T) {
+	w := newWorld(t)
+	for i := range 200 {
+		s := w.session()
+		g := lock(t, w.mutex(s))
+		w.Disconnect(s)
+		for s.HoldContext().Err() == nil {
+			runtime.Gosched()
+		}
+		if err := g.Err(); !errors.Is(err, session.ErrSuspended) {
+			t.Fatalf("round %d: Err %v right after HoldContext ended, want ErrSuspended", i, err)
+		}
+		if err := context.Cause(g.Context()); !errors.Is(err, session.ErrSuspended) {
+			t.Fatalf("round %d: Context's cause %v after Err reported the loss, want ErrSuspended", i, err)
+		}
+		w.Reconnect(s)
+		if err := g.Unlock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	w.empty()
 }
 
