@@ -71,7 +71,8 @@
 // never succeeds on a session whose hold epoch ended between its create and
 // its grant. Under session.StandardPolicy a Lock started while the session
 // is suspended fails at once (call it again once the session has
-// reconnected); under session.SessionPolicy it waits for the reconnect.
+// reconnected); under session.SessionPolicy it waits for the reconnect
+// (a TryLock does not: it returns backend.ErrConnectionLoss at once).
 //
 // A held Guard ends — Done is closed, Err says why, Context is cancelled —
 // when the session's policy says the hold may be gone, when the session is

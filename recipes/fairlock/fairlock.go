@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/internal/hold"
 	"github.com/coordkit/coordkit/recipes/internal/lockpath"
+	"github.com/coordkit/coordkit/recipes/internal/retry"
 	"github.com/coordkit/coordkit/recipes/internal/waitq"
 	"github.com/coordkit/coordkit/session"
 )
@@ -109,7 +111,10 @@ func (l *Lock) Lock(ctx context.Context) (*Guard, error) {
 // TryLock takes the lock if nobody holds it or waits for it, and otherwise
 // returns recipes.ErrLocked without waiting. Either way it costs one
 // CreateAndList; when the lock is taken, it deletes its node again before it
-// returns (one more round trip), leaving nothing behind.
+// returns (one more round trip), leaving nothing behind. It never waits for
+// the server either: on a suspended session (under session.SessionPolicy,
+// which lets a Lock wait for the reconnect) it returns an error matching
+// backend.ErrConnectionLoss at once. Other errors are as for Lock.
 func (l *Lock) TryLock(ctx context.Context) (*Guard, error) {
 	return l.acquire(ctx, false)
 }
@@ -122,7 +127,11 @@ func (l *Lock) acquire(ctx context.Context, block bool) (*Guard, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("fairlock: %s %s: nil context: %w", op, l.path, coordkit.ErrInvalidArgument)
 	}
-	e, err := waitq.Join(ctx, l.sess, l.spec)
+	join := waitq.Join
+	if !block {
+		join = waitq.TryJoin
+	}
+	e, err := join(ctx, l.sess, l.spec)
 	if err != nil {
 		return nil, fmt.Errorf("fairlock: %s %s: %w", op, l.path, err)
 	}
@@ -138,11 +147,14 @@ func (l *Lock) acquire(ctx context.Context, block bool) (*Guard, error) {
 }
 
 // Locker returns a sync.Locker on the lock, for code that needs one. Its
-// Lock calls l.Lock with context.Background() and panics if that fails (the
-// session was lost or closed, say), as etcd's concurrency.NewLocker does; its
-// Unlock releases the oldest Guard its Lock took and panics if it holds
-// none or the release fails. Prefer Lock and Guard, which report errors and
-// loss.
+// Lock calls l.Lock with context.Background(); on a suspended session (which
+// fails a Lock under session.StandardPolicy) it waits for the reconnect and
+// queues again, and it panics if the Lock fails otherwise (the session was
+// lost or closed, its node was deleted), as etcd's concurrency.NewLocker
+// does. Its Unlock releases the oldest Guard its Lock took; it panics if it
+// holds none or the release fails, except for a release not confirmed
+// because the connection is down (the node is deleted once it is back, or
+// with the session). Prefer Lock and Guard, which report errors and loss.
 func (l *Lock) Locker() sync.Locker { return &locker{l: l} }
 
 type locker struct {
@@ -152,10 +164,25 @@ type locker struct {
 }
 
 func (k *locker) Lock() {
-	g, err := k.l.Lock(context.Background())
-	if err != nil {
-		panic(err)
+	var backoff time.Duration
+	for {
+		g, err := k.l.Lock(context.Background())
+		if err == nil {
+			k.hold(g)
+			return
+		}
+		if k.l.sess.Err() != nil || !errors.Is(err, coordkit.ErrSessionLost) {
+			panic(err)
+		}
+		// Suspended: the session may come back; a sync.Locker cannot
+		// report the error, so wait for it and queue again.
+		if werr := retry.Wait(context.Background(), k.l.sess, &backoff); werr != nil {
+			panic(werr)
+		}
 	}
+}
+
+func (k *locker) hold(g *Guard) {
 	k.mu.Lock()
 	k.held = append(k.held, g)
 	k.mu.Unlock()
@@ -170,7 +197,7 @@ func (k *locker) Unlock() {
 	g := k.held[0]
 	k.held = k.held[1:]
 	k.mu.Unlock()
-	if err := g.Unlock(context.Background()); err != nil {
+	if err := g.Unlock(context.Background()); err != nil && !errors.Is(err, backend.ErrConnectionLoss) {
 		panic(err)
 	}
 }

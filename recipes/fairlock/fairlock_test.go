@@ -929,6 +929,48 @@ func TestLocker(t *testing.T) {
 	e.awaitChildren(0)
 }
 
+// TestLockerThroughSuspension: a sync.Locker cannot return an error, so on
+// a brief disconnect its Lock waits for the reconnect instead of panicking
+// (under session.StandardPolicy a Lock fails while suspended), and its
+// Unlock does not panic on a release the disconnect leaves unconfirmed
+// (under session.SessionPolicy the Guard still holds then).
+func TestLockerThroughSuspension(t *testing.T) {
+	e := newEnv(t)
+	s := e.Session()
+	lk := e.lock(s).Locker()
+	e.suspend(s)
+	locked := make(chan any, 1)
+	go func() {
+		defer func() { locked <- recover() }()
+		lk.Lock()
+	}()
+	select {
+	case p := <-locked:
+		t.Fatalf("Locker.Lock on a suspended session returned (panic %v)", p)
+	default:
+	}
+	e.Reconnect(s)
+	select {
+	case p := <-locked:
+		if p != nil {
+			t.Fatalf("Locker.Lock panicked: %v", p)
+		}
+	case <-time.After(bound):
+		t.Fatal("Locker.Lock did not return after the reconnect")
+	}
+	awaitNotSuspended(t, s)
+	lk.Unlock()
+	e.awaitChildren(0)
+
+	sp := e.Session(session.WithErrorPolicy(session.SessionPolicy))
+	lk = e.lock(sp).Locker()
+	lk.Lock()
+	e.suspend(sp)
+	lk.Unlock() // not confirmed: the node goes once the session is back
+	e.Reconnect(sp)
+	e.awaitChildren(0)
+}
+
 // TestLockDuringDisconnectUnderSessionPolicy: with the session policy a Lock
 // started while the connection is down waits for the reconnect, then
 // queues.
@@ -954,6 +996,11 @@ func TestLockDuringDisconnectUnderSessionPolicy(t *testing.T) {
 	cancel()
 	if r := recv(t, ch, "cancelled Lock"); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("cancelled Lock while disconnected: %v", r.err)
+	}
+	// A TryLock meanwhile does not wait for the reconnect (it would end
+	// only when the local timer declares the session lost).
+	if _, err := e.lock(s).TryLock(context.Background()); !errors.Is(err, backend.ErrConnectionLoss) {
+		t.Fatalf("TryLock while disconnected: %v, want ErrConnectionLoss", err)
 	}
 	e.Reconnect(s)
 	e.awaitChildren(0)

@@ -166,8 +166,21 @@ type Entry struct {
 // Join creates the participant's node and lists the queue (one
 // CreateAndList). epoch is taken from the session before the create. On
 // error nothing is left behind: a node whose create completed after ctx
-// ended is deleted by the goroutine that waited for it.
+// ended is deleted by the goroutine that waited for it. A connection loss
+// before the node exists is waited out (the session reconnects) as long as
+// the hold epoch lasts.
 func Join(ctx context.Context, s *session.Session, spec *Spec) (*Entry, error) {
+	return join(ctx, s, spec, true)
+}
+
+// TryJoin is Join for a caller that must not wait (a TryLock): a
+// connection loss is returned at once (it matches backend.ErrConnectionLoss)
+// instead of being waited out.
+func TryJoin(ctx context.Context, s *session.Session, spec *Spec) (*Entry, error) {
+	return join(ctx, s, spec, false)
+}
+
+func join(ctx context.Context, s *session.Session, spec *Spec, await bool) (*Entry, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("waitq: nil context: %w", coordkit.ErrInvalidArgument)
 	}
@@ -200,7 +213,7 @@ func Join(ctx context.Context, s *session.Session, spec *Spec) (*Entry, error) {
 		// A connection loss before the node exists (the drivers recover
 		// a protected create whose reply was lost): try again once the
 		// session is back, as long as the epoch lasts.
-		if !errors.Is(err, backend.ErrConnectionLoss) || e.awaitEpoch(ctx, &backoff) != nil {
+		if !await || !errors.Is(err, backend.ErrConnectionLoss) || e.awaitEpoch(ctx, &backoff) != nil {
 			if serr := e.stopped(ctx); serr != nil {
 				return nil, serr
 			}
