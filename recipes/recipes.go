@@ -72,7 +72,8 @@ var (
 	ErrNodeDeleted = lostBecause("the holder's node was deleted")
 	// ErrLocked: TryLock found the lock held by someone else.
 	ErrLocked = errors.New("recipes: locked by another holder")
-	// ErrReleased: the hold was already released (a second Unlock).
+	// ErrReleased: the hold was released: Err after Unlock, or a second
+	// Unlock.
 	ErrReleased = errors.New("recipes: already released")
 )
 

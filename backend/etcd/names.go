@@ -28,6 +28,7 @@ type namePool struct {
 	live    map[string]int      // per base: keys handed out and not yet taken back
 	pinned  map[string]bool     // bases with a dropped key: never forgotten
 	inUse   map[string]poolSlot // key → where it came from
+	orphans map[string]bool     // keys deleteOrphan has not finished with
 }
 
 type poolSlot struct {
@@ -73,11 +74,38 @@ func (p *namePool) take(base string, lease int64) (key string, recycled bool) {
 	return key, recycled
 }
 
+// orphan marks key as the node of a create whose outcome is unknown: until
+// releaseOrphan or drop, release leaves it taken (a late create may still
+// land on it, see deleteOrphan).
+func (p *namePool) orphan(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.inUse[key]; !ok {
+		return
+	}
+	if p.orphans == nil {
+		p.orphans = map[string]bool{}
+	}
+	p.orphans[key] = true
+}
+
+// releaseOrphan takes back a key marked by orphan, once deleteOrphan is done
+// with it.
+func (p *namePool) releaseOrphan(key string) {
+	p.mu.Lock()
+	delete(p.orphans, key)
+	p.mu.Unlock()
+	p.release(key)
+}
+
 // release takes key back once a Delete by the Conn found it gone. Keys the
-// pool did not hand out are ignored.
+// pool did not hand out, and orphans (see orphan), are ignored.
 func (p *namePool) release(key string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.orphans[key] {
+		return
+	}
 	s, ok := p.inUse[key]
 	if !ok {
 		return
@@ -99,6 +127,7 @@ func (p *namePool) release(key string) {
 func (p *namePool) drop(key string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.orphans, key)
 	if s, ok := p.inUse[key]; ok {
 		delete(p.inUse, key)
 		p.pinned[s.base] = true // its next must never come back to key

@@ -297,6 +297,7 @@ const defaultLateApplyWindow = 10 * time.Second
 // has begun it does nothing: an ephemeral key goes with the lease, and the
 // Conn hands out no names any more.
 func (c *conn) deleteOrphanLater(key string, lease clientv3.LeaseID) {
+	c.names.orphan(key)
 	if !c.goBackground(func() { c.deleteOrphan(key, lease) }) {
 		c.lg.Debug("session over: not deleting the key of a create whose outcome is unknown", zap.String("key", key))
 	}
@@ -330,7 +331,7 @@ func (c *conn) deleteOrphan(key string, lease clientv3.LeaseID) {
 			return
 		}
 	}
-	c.names.release(key)
+	c.names.releaseOrphan(key)
 }
 
 // orphanOutcome is what one pass of deleteOrphan found.

@@ -703,7 +703,8 @@ func TestCreateOrphanAppliedLate(t *testing.T) {
 	e := newFakeEnv(t)
 	c := e.open(t)
 	var creates atomic.Int32
-	var key string // set before the create returns
+	var key string     // set before the create returns
+	var takenAt []bool // at each orphan delete: is the name still taken?
 	e.kv.setFault(func(r *pb.TxnRequest) txnFault {
 		switch {
 		case isCreate(r) && creates.Add(1) == 1:
@@ -712,6 +713,7 @@ func TestCreateOrphanAppliedLate(t *testing.T) {
 		case isCreate(r):
 			return txnLose
 		case isOrphanDelete(r):
+			takenAt = append(takenAt, c.nameInUse(key))
 			return txnPassApplyStash
 		}
 		return txnPass
@@ -732,6 +734,42 @@ func TestCreateOrphanAppliedLate(t *testing.T) {
 	waitFor(t, "the name to be free", func() bool { return !c.nameInUse(key) })
 	if n := e.kv.count(txnPassApplyStash); n != 2 {
 		t.Errorf("%d deletes of the key, want 2 (one when the create gave up, one later)", n)
+	}
+	e.kv.mu.Lock()
+	if len(takenAt) != 2 || !takenAt[0] || !takenAt[1] {
+		t.Errorf("name taken at the orphan deletes: %v, want [true true] (freed only after the second)", takenAt)
+	}
+	e.kv.mu.Unlock()
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOrphanNameKeptThroughDelete: a Delete of an orphan's key by the Conn
+// itself (user code that found the node) does not free the name while the
+// orphan's second delete is still to come: a create that reused it could
+// meet a late create, or be deleted by that second pass.
+func TestOrphanNameKeptThroughDelete(t *testing.T) {
+	e := newFakeEnv(t)
+	e.d.lateApplyWindow = time.Minute // the second pass does not come in this test
+	c := e.open(t)
+	var key string
+	e.kv.setFault(func(r *pb.TxnRequest) txnFault {
+		if isCreate(r) {
+			key = string(r.Success[0].GetRequestPut().Key)
+			return txnApplyLose
+		}
+		return txnPass
+	})
+	if _, _, err := c.CreateAndList(context.Background(), "/q/lock-", nil, queueJoin); !errors.Is(err, backend.ErrConnectionLoss) {
+		t.Fatalf("CreateAndList = %v, want ErrConnectionLoss", err)
+	}
+	waitFor(t, "the first orphan delete", func() bool { return e.store.get(key) == nil })
+	if err := c.Delete(context.Background(), key, backend.AnyVersion); !errors.Is(err, backend.ErrNoNode) {
+		t.Fatalf("Delete of the orphan's key: %v, want ErrNoNode", err)
+	}
+	if !c.nameInUse(key) {
+		t.Fatal("a Delete freed the name of an orphan whose second delete is still to come")
 	}
 	if err := c.Close(context.Background()); err != nil {
 		t.Fatal(err)

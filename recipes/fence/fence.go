@@ -61,6 +61,10 @@ func Set(ctx context.Context, conn backend.Conn, held recipes.Held, path string,
 	}
 	n, err := conn.GuardedSet(ctx, held.Fences(), path, data, version)
 	if errors.Is(err, backend.ErrGuardFailed) {
+		if herr := held.Err(); herr != nil {
+			// Ended meanwhile (an Unlock on another goroutine, say).
+			return backend.Node{}, fmt.Errorf("fence: set %s: %w (%w): %w", path, ErrStale, herr, err)
+		}
 		return backend.Node{}, fmt.Errorf("fence: set %s: %w (%w): %w", path, ErrStale, recipes.ErrLost, err)
 	}
 	if err != nil {

@@ -328,7 +328,9 @@ func (g *Guard) Unlock(ctx context.Context) error {
 	select {
 	case g.p.unlocks <- u:
 	case <-g.p.exited:
-		// The session ended and took the lock with it.
+		// The session ended and took the lock with it. Err says
+		// released, as after any Unlock (a no-op if the loss ended g).
+		g.cancel(recipes.ErrReleased)
 		return nil
 	}
 	select {
@@ -340,6 +342,7 @@ func (g *Guard) Unlock(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("mutex: unlock %s: release not confirmed yet (it goes on): %w", g.m.path, ctxErr(ctx))
 	case <-g.p.exited:
+		g.cancel(recipes.ErrReleased)
 		return nil
 	}
 }

@@ -40,7 +40,10 @@ func Check(path string, below int) error {
 		return &coordkit.PathError{Path: path,
 			Reason: fmt.Sprintf("too long: the lock's nodes below it need %d more bytes (limit %d)", below, backend.MaxPathLength)}
 	}
-	_, name := backend.Split(path)
+	parent, name := backend.Split(path)
+	if parent == "/" {
+		return nil // "/" is never a lock, so "/owner" is nobody's node
+	}
 	for _, r := range reservedNames {
 		if name == r {
 			return reservedErr(path, name)
