@@ -778,9 +778,7 @@ func TestErrAtOnceAfterHoldContext(t *testing.T) {
 		s := w.session()
 		g := lock(t, w.mutex(s))
 		w.Disconnect(s)
-		for s.HoldContext().Err() == nil {
-			runtime.Gosched()
-		}
+		<-s.HoldContext().Done()
 		if err := g.Err(); !errors.Is(err, session.ErrSuspended) {
 			t.Fatalf("round %d: Err %v right after HoldContext ended, want ErrSuspended", i, err)
 		}
