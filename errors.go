@@ -27,6 +27,13 @@ var (
 
 	// ErrClosed means the session or driver was closed by its owner.
 	ErrClosed = errors.New("coordkit: closed")
+
+	// ErrHoldLost means a hold (a lock, a permit, a leadership) ended, or
+	// may have ended, without its holder releasing it: the session's policy
+	// ended it (a suspension, a loss, Close), or its node was deleted. The
+	// cause of a session's HoldContext matches it as well as the reason, and
+	// so does the Err of every hold; recipes.ErrLost is this error.
+	ErrHoldLost = errors.New("coordkit: hold lost")
 )
 
 // PathError reports an invalid path and why it was refused. It matches

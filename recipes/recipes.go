@@ -15,11 +15,11 @@
 // and Context is cancelled (with that cause) as soon as the session's error
 // policy says the hold may be gone (by default when the connection is
 // suspended), when the holder's node is deleted or replaced by someone else,
-// or when the holder releases it. (When the session's policy ends a hold,
-// Err reports it at once, from the moment the session's HoldContext has
-// ended; Done and Context follow on a goroutine of their own, a scheduling
-// delay later. Check Err where that delay matters.) Session-driven ends
-// cost nothing per grant. Noticing the node's deletion needs a read and a watch on the
+// or when the holder releases it. When the session's policy ends a hold,
+// Done, Err and Context report it together, as the session's HoldContext
+// ends: a grant's context derives from it, so the session's Close, say,
+// has ended every grant before it deletes the session's nodes. Session-driven
+// ends cost nothing per grant. Noticing the node's deletion needs a read and a watch on the
 // server, so a grant arms that watch the first time Done, Err or Context is
 // called (and reports a deletion that happened before): a holder that
 // never asks pays only for its create and its delete. Without fencing, a critical section can
@@ -30,13 +30,13 @@ import (
 	"context"
 	"errors"
 
+	"github.com/coordkit/coordkit"
 	"github.com/coordkit/coordkit/backend"
 )
 
 // Held is what every grant returns.
 type Held interface {
-	// Done is closed when the hold ends or may have ended (after a
-	// session-driven end, a scheduling delay after Err reports it).
+	// Done is closed when the hold ends or may have ended.
 	Done() <-chan struct{}
 	// Err is nil while the hold lasts; afterwards why it ended: ErrReleased,
 	// an error matching ErrLost (and coordkit.ErrSessionLost when the session
@@ -64,8 +64,9 @@ type Held interface {
 var (
 	// ErrLost: a hold ended without its holder releasing it (session
 	// suspended or lost, node deleted). Errors that match it also match the
-	// specific reason.
-	ErrLost = errors.New("recipes: hold lost")
+	// specific reason. It is coordkit.ErrHoldLost, the cause of a session's
+	// HoldContext.
+	ErrLost = coordkit.ErrHoldLost
 	// ErrNodeDeleted: the holder's node was deleted, or replaced by another
 	// incarnation, by someone other than the holder (an operator, a session
 	// expiry the client has not heard of yet). Matches ErrLost.
@@ -80,5 +81,5 @@ var (
 type lostError struct{ msg string }
 
 func lostBecause(msg string) error        { return &lostError{msg} }
-func (e *lostError) Error() string        { return "recipes: hold lost: " + e.msg }
+func (e *lostError) Error() string        { return "coordkit: hold lost: " + e.msg }
 func (e *lostError) Is(target error) bool { return target == ErrLost }

@@ -183,6 +183,11 @@ func (s *Session) Context() context.Context { return s.ctx }
 // session reconnects. A hold taken after a reconnect gets a fresh one. To
 // close the race with a suspension, take it before sending the request that
 // decides a grant and check it after the grant.
+//
+// Its cause matches coordkit.ErrHoldLost and the reason (ErrSuspended,
+// ErrExpired, coordkit.ErrClosed, ...). A recipe's hold derives its
+// context from it, so the hold's Done is closed as this context ends, not
+// later.
 func (s *Session) HoldContext() context.Context {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -210,7 +215,7 @@ func (s *Session) Close(ctx context.Context) error {
 		// once they are gone another process can be granted the lock, and
 		// no Guard of this session may still look held then.
 		s.mu.Lock()
-		s.holdStop(coordkit.ErrClosed)
+		s.holdStop(holdLost(coordkit.ErrClosed))
 		s.mu.Unlock()
 		err := s.conn.Close(ctx)
 		<-s.loopDone
@@ -323,7 +328,7 @@ func (s *Session) transition(st State, cause error) {
 		s.hold, s.holdStop = context.WithCancelCause(s.ctx)
 	}
 	if endHolds {
-		s.holdStop(cause)
+		s.holdStop(holdLost(cause))
 	}
 	s.publishLocked(Change{State: st, Err: cause, At: s.opts.clock.Now()})
 	s.mu.Unlock()
@@ -340,7 +345,7 @@ func (s *Session) finish(st State, cause error) {
 	prev := s.state
 	s.state = st
 	s.err = cause
-	s.holdStop(cause)
+	s.holdStop(holdLost(cause))
 	s.cancel(cause)
 	s.publishLocked(Change{State: st, Err: cause, At: s.opts.clock.Now()})
 	for sub := range s.subs {
@@ -360,4 +365,16 @@ func errJoin(sentinel, detail error) error {
 		return sentinel
 	}
 	return fmt.Errorf("%w: %w", sentinel, detail)
+}
+
+// holdLost is the cause a hold context ends with: it matches
+// coordkit.ErrHoldLost as well as cause.
+func holdLost(cause error) error {
+	switch {
+	case cause == nil:
+		return coordkit.ErrHoldLost
+	case errors.Is(cause, coordkit.ErrHoldLost):
+		return cause
+	}
+	return fmt.Errorf("%w: %w", coordkit.ErrHoldLost, cause)
 }

@@ -252,9 +252,9 @@ func (g *Guard) Err() error {
 	if g.ctx.Err() == nil && g.acq.hold.Err() == nil {
 		return nil
 	}
-	// A hold that the session's policy has ended is ended by hold.Err
-	// itself (its callback may not have run yet), and g.ctx with it: it
-	// derives from the hold's context.
+	// A hold whose session epoch is ending is ended by hold.Err itself
+	// (the session's cancellation may still be under way), and g.ctx with
+	// it: it derives from the hold's context.
 	return context.Cause(g.ctx)
 }
 

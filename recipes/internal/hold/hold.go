@@ -22,8 +22,9 @@ import (
 // been called, when the holder's node is deleted or replaced. It is safe for
 // concurrent use.
 //
-// The session half costs nothing per grant: no goroutine, no request (a
-// callback on the hold context). The node half costs a read and a watch on
+// The session half costs nothing per grant: no goroutine, no request (the
+// hold's context is a child of the session's hold context, so it ends in
+// the same call that ends the session's). The node half costs a read and a watch on
 // the server and a goroutine, so it starts only when someone asks for it:
 // recipes call Watch from their Guards' Done, Err and Context. A grant whose
 // holder never asks how it is doing (the uncontended lock-work-unlock cycle)
@@ -36,7 +37,6 @@ type Hold struct {
 	epoch  context.Context
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	unhook func() bool // stops the epoch callback
 
 	mu      sync.Mutex
 	watched bool          // the monitor has been started
@@ -50,15 +50,14 @@ type Hold struct {
 // suspension in between is not missed. Start makes no request and starts no
 // goroutine; see Watch.
 func Start(s *session.Session, epoch context.Context, node backend.Node, token int64) *Hold {
-	ctx, cancel := context.WithCancelCause(context.WithoutCancel(epoch))
-	h := &Hold{sess: s, conn: s.Conn(), node: node, token: token, epoch: epoch, ctx: ctx, cancel: cancel,
+	// A child of epoch: when the session's policy ends epoch, the context
+	// package cancels ctx in the same call, before that call returns, with
+	// epoch's cause (which matches recipes.ErrLost, see
+	// session.HoldContext).
+	ctx, cancel := context.WithCancelCause(epoch)
+	return &Hold{sess: s, conn: s.Conn(), node: node, token: token, epoch: epoch, ctx: ctx, cancel: cancel,
 		stopped: make(chan struct{})}
-	h.unhook = context.AfterFunc(epoch, h.epochEnded)
-	return h
 }
-
-// epochEnded ends the hold because the session's policy says it may be gone.
-func (h *Hold) epochEnded() { h.cancel(lost(context.Cause(h.epoch))) }
 
 // Watch starts watching the holder's node, once: from then on the hold also
 // ends with recipes.ErrNodeDeleted when the node is deleted or replaced.
@@ -79,10 +78,8 @@ func (h *Hold) Watch() {
 // a Hold and exits when the hold ends.
 func (h *Hold) monitor() {
 	defer close(h.stopped)
-	epoch := h.epoch
 	for {
-		if err := epoch.Err(); err != nil {
-			h.cancel(lost(context.Cause(epoch)))
+		if h.ctx.Err() != nil {
 			return
 		}
 		n, exists, w, err := h.conn.Watch(h.ctx, h.node.Path)
@@ -125,11 +122,7 @@ func (h *Hold) monitor() {
 				}
 			}
 			// Created/changed/deleted: re-read and re-arm.
-		case <-epoch.Done():
-			w.Stop()
-			h.cancel(lost(context.Cause(epoch)))
-			return
-		case <-h.ctx.Done():
+		case <-h.ctx.Done(): // released, or ended with the epoch
 			w.Stop()
 			return
 		}
@@ -139,8 +132,8 @@ func (h *Hold) monitor() {
 // awaitReconnect runs after a watch failed with connection loss (or broke
 // on a live session). It waits (see package retry) until it is worth
 // re-arming the watch, and reports whether to. h.ctx bounds the wait: it
-// ends with the hold and with the epoch (whose callback ends the hold as
-// lost); a session that ends first ends the hold as lost here.
+// ends with the hold and with the epoch; a session that ends first ends the
+// hold as lost here.
 func (h *Hold) awaitReconnect() bool {
 	if err := retry.Wait(h.ctx, h.sess, &h.backoff); err != nil {
 		if h.ctx.Err() == nil {
@@ -188,7 +181,11 @@ func (h *Hold) Err() error {
 		if h.epoch.Err() == nil {
 			return nil
 		}
-		h.epochEnded() // the callback may not have run yet
+		// epoch has ended and the context package is cancelling its
+		// children, h.ctx among them, right now: end it here with the same
+		// cause (a no-op if that got there first), so that Err, and the
+		// Err of contexts derived from h.ctx, never lag epoch.
+		h.cancel(context.Cause(h.epoch))
 	}
 	return context.Cause(h.ctx)
 }
@@ -200,13 +197,9 @@ func (h *Hold) End(cause error) bool {
 	h.mu.Lock()
 	first := !h.ended
 	h.ended = true
-	endedIt := first && h.ctx.Err() == nil && h.epoch.Err() == nil
+	endedIt := first && h.Err() == nil
 	if first {
-		h.unhook()
-		if h.epoch.Err() != nil && h.ctx.Err() == nil {
-			h.epochEnded() // the session's policy got there first
-		}
-		h.cancel(cause)
+		h.cancel(cause) // a no-op if the epoch got there first
 	}
 	watched := h.watched
 	h.mu.Unlock()

@@ -174,3 +174,59 @@ func TestHoldWatchIsLazy(t *testing.T) {
 		t.Fatalf("err %v, want ErrReleased", h2.Err())
 	}
 }
+
+// closed reports whether ch is closed, without waiting.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestHoldEndsWithTheSessionsCall: a hold ends in the very call that ends
+// the session's HoldContext, Done and Context included (not a goroutine
+// later): by the time a subscriber hears of the suspension, or Close
+// returns (after which other sessions may take the lock), the hold and every
+// context derived from it are done, with a cause that matches ErrLost.
+func TestHoldEndsWithTheSessionsCall(t *testing.T) {
+	for i := range 100 {
+		drv, s, n := setup(t)
+		changes, stop := s.Changes()
+		h := hold.Start(s, s.HoldContext(), n, n.Token)
+		work, cancel := context.WithCancel(h.Context())
+		drv.Disconnect(s.ID())
+		for c := range changes {
+			if c.State == session.StateSuspended {
+				break
+			}
+		}
+		if !closed(h.Done()) || !closed(work.Done()) {
+			t.Fatalf("round %d: the session told its subscribers of the suspension before the hold ended (Done %v, derived context %v)",
+				i, closed(h.Done()), closed(work.Done()))
+		}
+		if err := context.Cause(h.Context()); !errors.Is(err, recipes.ErrLost) || !errors.Is(err, session.ErrSuspended) {
+			t.Fatalf("round %d: Context's cause %v, want ErrLost and ErrSuspended", i, err)
+		}
+		cancel()
+		h.End(recipes.ErrReleased)
+		drv.Reconnect(s.ID())
+		for c := range changes {
+			if c.State == session.StateReconnected {
+				break
+			}
+		}
+		stop()
+
+		h2 := hold.Start(s, s.HoldContext(), n, n.Token)
+		s.Close(context.Background())
+		if !closed(h2.Done()) {
+			t.Fatalf("round %d: Close returned before the hold ended", i)
+		}
+		if err := h2.Err(); !errors.Is(err, recipes.ErrLost) || !errors.Is(err, coordkit.ErrClosed) {
+			t.Fatalf("round %d: Err after Close %v, want ErrLost and ErrClosed", i, err)
+		}
+		h2.End(recipes.ErrReleased)
+	}
+}
