@@ -771,7 +771,7 @@ func TestSuspendEndsHoldWaitersCarryOn(t *testing.T) {
 
 // TestErrAtOnceAfterHoldContext: once the session's HoldContext has ended,
 // the holder's Err reports the loss at once (fence.Set relies on it), not
-// a scheduling delay later when the hold's callback has run.
+// later, on another goroutine.
 func TestErrAtOnceAfterHoldContext(t *testing.T) {
 	w := newWorld(t)
 	for i := range 200 {
