@@ -810,37 +810,7 @@ func testSessionClose(e *env) {
 		e.t.Errorf("second Close: %v", err)
 	}
 
-	closed := func(what string, err error) {
-		e.t.Helper()
-		e.wantErr(err, coordkit.ErrClosed, what+" after Close")
-	}
-	p := e.path("after")
-	_, err := c.Create(e.ctx, p, data("x"), backend.CreateOptions{})
-	closed("Create", err)
-	_, _, err = c.CreateAndList(e.ctx, p, data("x"), backend.CreateOptions{})
-	closed("CreateAndList", err)
-	_, err = c.Get(e.ctx, keep.Path)
-	closed("Get", err)
-	_, err = c.Children(e.ctx, e.root)
-	closed("Children", err)
-	_, err = c.Set(e.ctx, keep.Path, data("x"), backend.AnyVersion)
-	closed("Set", err)
-	_, err = c.GuardedSet(e.ctx, nil, keep.Path, data("x"), backend.AnyVersion)
-	closed("GuardedSet", err)
-	closed("Delete", c.Delete(e.ctx, keep.Path, backend.AnyVersion))
-	_, _, w, err := c.Watch(e.ctx, keep.Path)
-	closed("Watch", err)
-	if w != nil {
-		w.Stop()
-	}
-	_, w, err = c.WatchChildren(e.ctx, e.root)
-	closed("WatchChildren", err)
-	if w != nil {
-		w.Stop()
-	}
-	if g := e.get(other, keep.Path); string(g.Data) != string(data("keep")) {
-		e.t.Errorf("a call after Close wrote: %q", g.Data)
-	}
+	e.callsFail(c, coordkit.ErrClosed, "after Close", other, keep.Path)
 	e.del(other, keep.Path)
 }
 

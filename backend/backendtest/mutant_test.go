@@ -7,11 +7,14 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/backend/backendtest"
+	"github.com/coordkit/coordkit/backend/memory"
 )
 
 // A suite that passes a broken driver proves nothing. Each mutant breaks
@@ -32,20 +35,37 @@ var mutants = []mutant{
 	{"ignored-stamp", func(c backend.Conn) backend.Conn { return ignoredStamp{c} }, []string{"ParentStamps"}},
 	{"pinless-stamp", func(c backend.Conn) backend.Conn { return pinlessStamp{ignoredStamp{c}} }, []string{"ParentStamps"}},
 	{"lazy-delete", func(c backend.Conn) backend.Conn { return lazyDelete{c} }, []string{"Create", "Children", "Versions"}},
-	{"opaque-errors", func(c backend.Conn) backend.Conn { return opaque{c} }, []string{"InvalidInput", "Versions", "SessionClose", "Context"}},
+	{"opaque-errors", func(c backend.Conn) backend.Conn { return opaque{c} }, []string{"InvalidInput", "Versions", "SessionClose", "Context", "Faults/Expire", "Faults/ExpireWhileDisconnected", "Faults/CloseWhileDisconnected"}},
 	{"constant-token", func(c backend.Conn) backend.Conn { return constToken{c} }, []string{"Create", "Tokens"}},
-	{"silent-watch", func(c backend.Conn) backend.Conn { return silentWatch{c} }, []string{"Watch", "WatchChildren", "SessionClose"}},
+	{"silent-watch", func(c backend.Conn) backend.Conn { return silentWatch{c} }, []string{"Watch", "WatchChildren", "SessionClose", "Faults/Disconnect", "Faults/Expire"}},
+	// The mutants below break what only the fault suite exercises.
+	{"expiry-as-close", func(c backend.Conn) backend.Conn {
+		return newRelabeled(c, map[backend.ConnState]backend.ConnState{backend.StateExpired: backend.StateClosed})
+	}, []string{"Faults/Expire", "Faults/ExpireWhileDisconnected"}},
+	{"new-session-on-reconnect", func(c backend.Conn) backend.Conn { return newSession{newRelabeled(c, nil)} }, []string{"Faults/Disconnect", "Faults/CreateWhileDisconnected"}},
+	{"no-lost-event", func(c backend.Conn) backend.Conn { return noLost{c} }, []string{"SessionClose", "Faults/Expire", "Faults/ExpireWhileDisconnected", "Faults/CloseWhileDisconnected"}},
 }
+
+// controlMutant names the run of TestMutantHelper that breaks nothing.
+const controlMutant = "none"
 
 func TestMutants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the suite once per mutant in a child process")
 	}
+	run := func(name string) ([]byte, error) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMutantHelper$", "-test.v")
+		cmd.Env = append(os.Environ(), mutantEnv+"="+name)
+		return cmd.CombinedOutput()
+	}
+	// The control: the same run, with the same short timeouts, on the
+	// unbroken driver must pass, or a mutant's failures could be timeouts.
+	if out, err := run(controlMutant); err != nil {
+		t.Fatalf("the suite failed the unbroken driver under the mutants' options:\n%s", out)
+	}
 	for _, m := range mutants {
 		t.Run(m.name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestMutantHelper$", "-test.v")
-			cmd.Env = append(os.Environ(), mutantEnv+"="+m.name)
-			out, err := cmd.CombinedOutput()
+			out, err := run(m.name)
 			if err == nil {
 				t.Fatalf("the suite passed a driver broken by %s:\n%s", m.name, out)
 			}
@@ -67,13 +87,24 @@ func TestMutantHelper(t *testing.T) {
 	if name == "" {
 		t.Skip("run by TestMutants")
 	}
-	i := slices.IndexFunc(mutants, func(m mutant) bool { return m.name == name })
-	if i < 0 {
-		t.Fatalf("no mutant %q", name)
+	wrap := func(c backend.Conn) backend.Conn { return c }
+	if name != controlMutant {
+		i := slices.IndexFunc(mutants, func(m mutant) bool { return m.name == name })
+		if i < 0 {
+			t.Fatalf("no mutant %q", name)
+		}
+		wrap = mutants[i].wrap
 	}
 	backendtest.RunWithOptions(t, func(t *testing.T) backend.Driver {
-		return mutantDriver{newMemory(t), mutants[i].wrap}
+		return mutantDriver{newMemory(t), wrap}
 	}, backendtest.Options{Timeout: time.Second})
+	t.Run("Faults", func(t *testing.T) {
+		backendtest.RunFaultsWithOptions(t, func(t *testing.T) (backend.Driver, backendtest.Faults) {
+			d := memory.New()
+			t.Cleanup(func() { _ = d.Close() })
+			return mutantDriver{d, wrap}, memoryFaults{d: d, wrap: wrap}
+		}, backendtest.Options{TTL: 300 * time.Millisecond, Timeout: 2 * time.Second})
+	})
 }
 
 type mutantDriver struct {
@@ -197,6 +228,79 @@ func (c silentWatch) WatchChildren(ctx context.Context, p string) ([]backend.Nod
 		return kids, w, err
 	}
 	return kids, backend.NewWatch(make(chan backend.WatchEvent), w.Stop), nil
+}
+
+// relabeled forwards the Conn's events, with the states in relabel
+// replaced, and records whether it has forwarded a StateReconnected.
+type relabeled struct {
+	backend.Conn
+	evs         chan backend.ConnEvent
+	reconnected atomic.Bool
+}
+
+func newRelabeled(c backend.Conn, relabel map[backend.ConnState]backend.ConnState) *relabeled {
+	r := &relabeled{Conn: c, evs: make(chan backend.ConnEvent, 1024)}
+	go func() { // ends when c's Events is closed, at the latest at Driver.Close
+		defer close(r.evs)
+		for ev := range c.Events() {
+			if s, ok := relabel[ev.State]; ok {
+				ev.State = s
+			}
+			if ev.State == backend.StateReconnected {
+				r.reconnected.Store(true)
+			}
+			r.evs <- ev
+		}
+	}()
+	return r
+}
+
+func (r *relabeled) Events() <-chan backend.ConnEvent { return r.evs }
+
+// newSession reports another SessionID after a reconnect, as a driver that
+// opened a new session would.
+type newSession struct{ *relabeled }
+
+func (c newSession) SessionID() string {
+	if c.reconnected.Load() {
+		return c.Conn.SessionID() + "1"
+	}
+	return c.Conn.SessionID()
+}
+
+// noLost drops its watches' EventLost: they fall silent instead.
+type noLost struct{ backend.Conn }
+
+func dropLost(w *backend.Watch) *backend.Watch {
+	out := make(chan backend.WatchEvent, 1)
+	stop := make(chan struct{})
+	var once sync.Once
+	go func() { // ends at the event (every memory watch gets one at Driver.Close) or Stop
+		select {
+		case ev := <-w.C():
+			if ev.Type != backend.EventLost {
+				out <- ev
+			}
+		case <-stop:
+		}
+	}()
+	return backend.NewWatch(out, func() { once.Do(func() { close(stop) }); w.Stop() })
+}
+
+func (c noLost) Watch(ctx context.Context, p string) (backend.Node, bool, *backend.Watch, error) {
+	n, ok, w, err := c.Conn.Watch(ctx, p)
+	if err != nil {
+		return n, ok, w, err
+	}
+	return n, ok, dropLost(w), nil
+}
+
+func (c noLost) WatchChildren(ctx context.Context, p string) ([]backend.Node, *backend.Watch, error) {
+	kids, w, err := c.Conn.WatchChildren(ctx, p)
+	if err != nil {
+		return kids, w, err
+	}
+	return kids, dropLost(w), nil
 }
 
 // TestLeftovers checks the leftover rule on its own: data or an owner makes

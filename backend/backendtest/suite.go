@@ -33,11 +33,22 @@
 // The suite runs its subtests one after another, never in parallel. It
 // checks no goroutine leaks itself, because the Driver under test may share
 // long-lived goroutines (a server, a client pool) across subtests: run the
-// driver's tests under goleak.VerifyTestMain. Faults (disconnects, expiry,
-// lost replies) are driver-specific and are not covered here; the integration
-// package injects them on real servers, backend/memory in process. Two
-// Drivers from newDriver may share a store (real servers) or not
-// (backend/memory); the suite relies on neither.
+// driver's tests under goleak.VerifyTestMain. Two Drivers from newDriver may
+// share a store (real servers) or not (backend/memory); the suite relies on
+// neither.
+//
+// # Faults
+//
+// Run injects no faults. RunFaults (faults.go) runs a second suite, on a
+// driver and a [Faults] that injects disconnects and expiry into its
+// sessions, and asserts what package backend promises across them: a short
+// disconnect keeps the session, its ephemeral nodes and (or loses, with
+// EventLost) its watches; an expired session stays dead; Close of a
+// disconnected session is bounded and does not report success. How a fault is injected is up to the
+// caller: backend/memory's Driver does it in process, the integration
+// package through a TCP proxy in front of a real server. Lost replies and
+// stalls, which not every backend can be made to suffer at a chosen moment,
+// are not covered by either suite; the drivers' own tests inject them.
 package backendtest
 
 import (
@@ -78,16 +89,21 @@ func Run(t *testing.T, newDriver func(t *testing.T) backend.Driver) {
 
 // RunWithOptions is Run with Options.
 func RunWithOptions(t *testing.T, newDriver func(t *testing.T) backend.Driver, opts Options) {
-	if opts.TTL <= 0 {
-		opts.TTL = 4 * time.Second
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 30 * time.Second
-	}
-	s := &suite{newDriver: newDriver, opts: opts}
+	s := &suite{newDriver: newDriver, opts: opts.withDefaults()}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { s.run(t, tc.fn) })
 	}
+}
+
+// withDefaults fills in the defaults of the zero fields.
+func (o Options) withDefaults() Options {
+	if o.TTL <= 0 {
+		o.TTL = 4 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	return o
 }
 
 var cases = []struct {
@@ -114,29 +130,36 @@ var cases = []struct {
 }
 
 type suite struct {
-	newDriver func(t *testing.T) backend.Driver
+	newDriver func(t *testing.T) backend.Driver // nil in the fault suite
 	opts      Options
 }
 
 // env is one subtest's world.
 type env struct {
-	t    *testing.T
-	s    *suite
-	d    backend.Driver // the driver the leftover check uses
-	root string
-	ctx  context.Context // bounds the subtest
+	t      *testing.T
+	s      *suite
+	d      backend.Driver // the driver the leftover check uses
+	faults Faults         // the fault suite's injector (nil in Run's suite)
+	root   string
+	ctx    context.Context // bounds the subtest
 
 	mu   sync.Mutex
 	dirs map[string]bool // every parent of a path built by path
 }
 
 func (s *suite) run(t *testing.T, fn func(e *env)) {
+	s.runOn(t, s.newDriver(t), nil, fn)
+}
+
+// runOn runs fn as one subtest on d (and f, in the fault suite).
+func (s *suite) runOn(t *testing.T, d backend.Driver, f Faults, fn func(e *env)) {
 	e := &env{
-		t:    t,
-		s:    s,
-		d:    s.newDriver(t),
-		root: Root + "/" + uuid.NewString(),
-		dirs: map[string]bool{},
+		t:      t,
+		s:      s,
+		d:      d,
+		faults: f,
+		root:   Root + "/" + uuid.NewString(),
+		dirs:   map[string]bool{},
 	}
 	var cancel context.CancelFunc
 	e.ctx, cancel = context.WithTimeout(context.Background(), s.opts.Timeout)
