@@ -165,7 +165,11 @@ type Conn interface {
 	// Close ends the session: its ephemeral nodes are deleted at once
 	// (ZooKeeper closeSession; etcd lease revoke), bounded by ctx. It is
 	// idempotent. Afterwards every call returns coordkit.ErrClosed and
-	// Events receives StateClosed and is closed.
+	// Events receives StateClosed and is closed. The Conn is closed locally
+	// whatever happens; if the server could not be told (the client is cut
+	// off, ctx ended first), Close returns ErrConnectionLoss or ctx's error,
+	// never nil: the server then keeps the session, and its ephemeral nodes,
+	// until the session times out.
 	Close(ctx context.Context) error
 }
 

@@ -40,7 +40,10 @@
 // Events. While Close runs, go-zookeeper may still reconnect to deliver
 // closeSession (to the same session: it never starts a new one once closing);
 // when Close's ctx ends first, the dialer refuses and the TCP connection is
-// cut. After Close every call fails with coordkit.ErrClosed.
+// cut, and Close returns ctx's error. A Close that starts disconnected and
+// does not get the session back returns backend.ErrConnectionLoss: the
+// server keeps the session, and its ephemeral nodes, until it times out.
+// After Close every call fails with coordkit.ErrClosed.
 //
 // # Events
 //
