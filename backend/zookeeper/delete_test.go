@@ -7,7 +7,10 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/coordkit/coordkit/backend"
 )
@@ -21,6 +24,7 @@ type zkEnv struct {
 	d, obsD *Driver
 	c       *conn
 	obs     backend.Conn
+	logs    *observer.ObservedLogs // what d logged, from Debug up
 }
 
 func newZKEnv(t *testing.T) *zkEnv {
@@ -29,8 +33,11 @@ func newZKEnv(t *testing.T) *zkEnv {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	addr := startZooKeeper(t)
 	e := &zkEnv{g: &gate{}}
+	observed, logs := observer.New(zapcore.DebugLevel)
+	e.logs = logs
+	lg := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), observed))
 	var err error
-	if e.d, err = New([]string{addr}, WithDialer(e.g.dial), WithLogger(zaptest.NewLogger(t))); err != nil {
+	if e.d, err = New([]string{addr}, WithDialer(e.g.dial), WithLogger(lg)); err != nil {
 		t.Fatal(err)
 	}
 	if e.obsD, err = New([]string{addr}); err != nil {
@@ -72,6 +79,16 @@ func (e *zkEnv) exists(t *testing.T, path string) bool {
 	return false
 }
 
+// logged reports how many times d logged msg.
+func (e *zkEnv) logged(msg string) int { return e.logs.FilterMessage(msg).Len() }
+
+// Messages of deleteUntilGone the tests wait for.
+const (
+	deleteLost    = "background delete lost to the connection; will retry"
+	deleteRetried = "deleted after connection loss"
+	deleteNotOurs = "background delete: the node is gone or not this session's"
+)
+
 func (c *conn) isDisconnected() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -96,12 +113,14 @@ func TestDiscardThroughConnectionLoss(t *testing.T) {
 	if !waitUntil(5*time.Second, func() bool { return e.g.swallowed() > 0 }) {
 		t.Fatal("the delete was not sent")
 	}
-	time.Sleep(50 * time.Millisecond) // nothing else is in flight
 	e.g.cut()
 	if !waitUntil(5*time.Second, e.c.isDisconnected) {
 		t.Fatal("the session did not report the disconnection")
 	}
-	time.Sleep(1500 * time.Millisecond) // go-zookeeper fails queued requests after a round of refused dials
+	// go-zookeeper fails the swallowed request once its connection is cut.
+	if !waitUntil(15*time.Second, func() bool { return e.logged(deleteLost) > 0 }) {
+		t.Fatal("the delete was not reported lost to the connection")
+	}
 	if !e.exists(t, n.Path) {
 		t.Fatal("node deleted while the connection was down")
 	}
@@ -112,6 +131,10 @@ func TestDiscardThroughConnectionLoss(t *testing.T) {
 	}
 	if e.c.usable() != nil {
 		t.Fatal("the session did not survive the outage")
+	}
+	// The retry logs right after its delete returns.
+	if !waitUntil(5*time.Second, func() bool { return e.logged(deleteRetried) > 0 }) || e.logged(deleteRetried) != 1 {
+		t.Fatalf("%q logged %d times, want once: the node went some other way", deleteRetried, e.logged(deleteRetried))
 	}
 }
 
@@ -165,7 +188,6 @@ func TestRetriedDeleteSparesAnotherSessionsNode(t *testing.T) {
 	if !waitUntil(5*time.Second, func() bool { return e.g.swallowed() > 0 }) {
 		t.Fatal("the delete was not sent")
 	}
-	time.Sleep(50 * time.Millisecond)
 	e.g.cut()
 	if !waitUntil(5*time.Second, e.c.isDisconnected) {
 		t.Fatal("the session did not report the disconnection")
@@ -181,7 +203,9 @@ func TestRetriedDeleteSparesAnotherSessionsNode(t *testing.T) {
 	if theirs.Version != n.Version {
 		t.Fatalf("versions %d and %d: the test needs them equal", theirs.Version, n.Version)
 	}
-	time.Sleep(1500 * time.Millisecond) // go-zookeeper fails queued requests after a round of refused dials
+	if !waitUntil(15*time.Second, func() bool { return e.logged(deleteLost) > 0 }) {
+		t.Fatal("the delete was not reported lost to the connection")
+	}
 	e.g.heal()
 	select {
 	case <-deleted: // the retry has run, and returned
@@ -191,6 +215,9 @@ func TestRetriedDeleteSparesAnotherSessionsNode(t *testing.T) {
 	got, err := e.obs.Get(ctx, path)
 	if err != nil || got.Token != theirs.Token {
 		t.Fatalf("the other session's node: %+v, %v; want it kept (token %d)", got, err, theirs.Token)
+	}
+	if e.logged(deleteNotOurs) != 1 {
+		t.Fatalf("the retry did not find the node another session's (%q not logged)", deleteNotOurs)
 	}
 }
 
