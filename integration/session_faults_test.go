@@ -127,9 +127,9 @@ var backendCases = []backendCase{
 	{
 		name:   "etcd",
 		driver: func(t *testing.T, addrs []string) backend.Driver { return openEtcdDriver(t, addrs) },
-		// SuspendAfter defaults to T/2 (at least T/3+600ms) after the last
+		// SuspendAfter defaults to T/2 (at least T/3+800ms) after the last
 		// keepalive reply; the driver declares the lease gone T after it.
-		suspendBound: func(T time.Duration) time.Duration { return max(T/2, T/3+600*time.Millisecond) },
+		suspendBound: func(T time.Duration) time.Duration { return max(T/2, T/3+800*time.Millisecond) },
 		lostBound:    func(T time.Duration) time.Duration { return T },
 	},
 }

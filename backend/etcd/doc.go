@@ -56,7 +56,7 @@
 //   - StateConnected is sent once, when Open returns.
 //   - StateDisconnected is sent when no keepalive reply has arrived for the
 //     suspend-after period ([WithSuspendAfter]; by default TTL/2, but at least
-//     TTL/3+600ms because the client sends a keepalive every TTL/3 on a
+//     TTL/3+800ms because the client sends a keepalive every TTL/3 on a
 //     500ms tick, and never more than 9/10 of the TTL, the rest being for the
 //     reply's travel: the server renewed the lease before the reply left).
 //     The lease may still be alive on the server.

@@ -40,8 +40,9 @@ func WithLogger(l *zap.Logger) Option {
 // 9/10 of the TTL passed to Open (the rest covers the reply's travel time:
 // the server renewed the lease before the reply left, and the session must
 // report Disconnected before the lease can expire). The default is half the granted TTL, but at
-// least TTL/3+600ms (etcd's client sends a keepalive every TTL/3, checked on
-// a 500ms tick, so shorter values would report spurious disconnections) and
+// least TTL/3+800ms (etcd's client sends a keepalive every TTL/3, checked on
+// a 500ms tick, so shorter values would report spurious disconnections;
+// the 300ms over that are for the reply's travel and a loaded machine) and
 // at most 9/10 of the TTL.
 func WithSuspendAfter(d time.Duration) Option {
 	return func(o *options) { o.suspendAfter = d }
@@ -244,8 +245,9 @@ func openErr(ctx context.Context, step string, err error) error {
 func defaultSuspendAfter(ttl time.Duration) time.Duration {
 	d := ttl / 2
 	// etcd's client sends a keepalive TTL/3 after the last reply, on a 500ms
-	// tick: replies may legitimately be TTL/3+500ms apart.
-	if lo := ttl/3 + 600*time.Millisecond; d < lo {
+	// tick: replies may legitimately be TTL/3+500ms apart, plus the round
+	// trip and the scheduling delays of a loaded machine.
+	if lo := ttl/3 + 800*time.Millisecond; d < lo {
 		d = lo
 	}
 	if hi := maxSuspendAfter(ttl); d > hi {

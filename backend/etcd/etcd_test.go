@@ -70,7 +70,7 @@ func TestNodes(t *testing.T) {
 func TestDefaultSuspendAfter(t *testing.T) {
 	for ttl, want := range map[time.Duration]time.Duration{
 		time.Second:      900 * time.Millisecond,
-		2 * time.Second:  2*time.Second/3 + 600*time.Millisecond,
+		2 * time.Second:  2*time.Second/3 + 800*time.Millisecond,
 		5 * time.Second:  2500 * time.Millisecond,
 		60 * time.Second: 30 * time.Second,
 	} {
