@@ -166,10 +166,19 @@ func TestLocalTimerDeclaresLostAfterTimeout(t *testing.T) {
 	f.drv.Disconnect(f.s.ID())
 	f.next(session.StateSuspended)
 
-	// Wait until the session armed its timer, then move the clock to just
-	// before the timeout: nothing may happen yet.
+	// Wait until the session armed its timer (the only timer on its clock),
+	// then move the clock to just before the timeout: the timer must not
+	// fire yet. The fake clock fires due timers inside Advance and drops
+	// them from Timers, so this is decided when Advance returns, not by
+	// when the session's goroutine gets to publish Lost.
 	waitFor(t, func() bool { return f.clock.Timers() > 0 })
+	if n := f.clock.Timers(); n != 1 {
+		t.Fatalf("%d timers armed on Suspended, want 1 (the local loss timer)", n)
+	}
 	f.clock.Advance(f.s.Timeout() - time.Millisecond)
+	if n := f.clock.Timers(); n != 1 {
+		t.Fatalf("the local loss timer fired before the timeout: %d timers armed %v before it, want 1", n, time.Millisecond)
+	}
 	select {
 	case c := <-f.ch:
 		t.Fatalf("change %v before the timeout passed", c.State)
@@ -179,6 +188,9 @@ func TestLocalTimerDeclaresLostAfterTimeout(t *testing.T) {
 		t.Fatal("hold ended before the timeout under SessionPolicy")
 	}
 	f.clock.Advance(time.Millisecond)
+	if n := f.clock.Timers(); n != 0 {
+		t.Fatalf("%d timers still armed at the timeout, want 0 (the loss timer fired)", n)
+	}
 	c := f.next(session.StateLost)
 	if !errors.Is(c.Err, session.ErrLostByTimer) || !errors.Is(f.s.Err(), coordkit.ErrSessionLost) {
 		t.Fatalf("lost err = %v / %v, want ErrLostByTimer", c.Err, f.s.Err())

@@ -37,6 +37,7 @@ type conn struct {
 	alive      bool  // the server holds the session
 	failNext   bool
 	stalled    chan struct{} // closed at Unstall; nil unless stalled (Driver.Stall)
+	waiting    int           // calls in begin's wait for stalled (Driver.Stalled)
 	timer      clock.Timer   // the server-side timeout while disconnected
 	stopTimer  chan struct{} // ends the goroutine that waits for timer
 	ephemerals map[string]*node
@@ -87,12 +88,14 @@ func validate(path string, data []byte) error {
 func (c *conn) begin(ctx context.Context, op, path string) error {
 	for ctx != nil && c.stalled != nil {
 		stalled := c.stalled
+		c.waiting++
 		c.d.mu.Unlock()
 		select {
 		case <-stalled:
 		case <-ctx.Done():
 		}
 		c.d.mu.Lock()
+		c.waiting--
 		if ctx.Err() != nil {
 			break
 		}

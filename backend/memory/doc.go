@@ -45,8 +45,9 @@
 // server TTL after the disconnect, by the Driver's clock), Expire,
 // FailNextReply (a write is applied but its reply is lost), and Stall and
 // Unstall (the server stops answering: calls wait, and are served when it
-// answers again). Stats counts requests and watch notifications, so a recipe
-// test can show that a handoff wakes one waiter, not a herd.
+// answers again; Stalled tells how many wait). Stats counts requests and
+// watch notifications, so a recipe test can show that a handoff wakes one
+// waiter, not a herd.
 //
 // # Limits
 //

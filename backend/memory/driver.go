@@ -265,6 +265,21 @@ func (d *Driver) Unstall(id string) error {
 	return nil
 }
 
+// Stalled returns how many calls of the session are waiting behind a Stall
+// now. A call counts from when it starts to wait; it stops counting at
+// Unstall and at the session's end (which release it), or once it has given
+// up because its ctx ended. It lets a test wait until a call has reached the
+// stalled server, rather than sleep. It is 0 for an unknown id and for a
+// session that is not stalled.
+func (d *Driver) Stalled(id string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c := d.sessions[id]; c != nil && c.stalled != nil {
+		return c.waiting
+	}
+	return 0
+}
+
 // SetNextSequence sets the number the next sequential child of parent gets
 // (ZooKeeper's parent cversion), creating parent and its ancestors as
 // container nodes if they are missing. Later children count up from n and

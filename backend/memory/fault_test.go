@@ -315,6 +315,9 @@ func TestStall(t *testing.T) {
 	if w.d.Stall("ffff") == nil {
 		t.Errorf("Stall of an unknown session: no error")
 	}
+	if n := w.d.Stalled("ffff"); n != 0 {
+		t.Errorf("Stalled of an unknown session: %d", n)
+	}
 	if w.d.Unstall(id) == nil {
 		t.Errorf("Unstall of a session not stalled: no error")
 	}
@@ -323,10 +326,25 @@ func TestStall(t *testing.T) {
 	}
 	before := w.d.SessionStats(id).Requests
 
-	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	// A call whose ctx ends while it waits gives up and stops counting.
+	short, cancel := context.WithCancel(ctx)
 	defer cancel()
-	_, err := w.c.Create(short, "/s/gave-up", nil, persistent)
-	wantErr(t, err, context.DeadlineExceeded, "a stalled create whose ctx ended")
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := w.c.Create(short, "/s/gave-up", nil, persistent)
+		gaveUp <- err
+	}()
+	waitStalled(t, w.d, id, 1, "the create to wait")
+	cancel()
+	select {
+	case err := <-gaveUp:
+		wantErr(t, err, context.Canceled, "a stalled create whose ctx ended")
+	case <-time.After(wait):
+		t.Fatal("a stalled create did not return when its ctx ended")
+	}
+	if n := w.d.Stalled(id); n != 0 {
+		t.Errorf("Stalled after the only waiting call gave up: %d, want 0", n)
+	}
 
 	type created struct {
 		n   backend.Node
@@ -337,10 +355,14 @@ func TestStall(t *testing.T) {
 		n, err := w.c.Create(ctx, "/s/waited", nil, ephemeral)
 		done <- created{n, err}
 	}()
+	waitStalled(t, w.d, id, 1, "the create to wait")
 	select {
 	case r := <-done:
 		t.Fatalf("a stalled create returned: %+v, %v", r.n, r.err)
-	case <-time.After(20 * time.Millisecond):
+	default:
+	}
+	if n := w.d.Stalled(w.other.SessionID()); n != 0 {
+		t.Errorf("Stalled of a session not stalled: %d, want 0", n)
 	}
 	if _, err := w.other.Get(ctx, "/s/waited"); !errors.Is(err, backend.ErrNoNode) {
 		t.Errorf("the stalled create reached the server: %v", err)
@@ -354,8 +376,16 @@ func TestStall(t *testing.T) {
 	if err := w.d.Unstall(id); err != nil {
 		t.Fatal(err)
 	}
-	if r := <-done; r.err != nil || r.n.Path != "/s/waited" {
-		t.Errorf("the create after Unstall: %+v, %v", r.n, r.err)
+	if n := w.d.Stalled(id); n != 0 {
+		t.Errorf("Stalled after Unstall: %d, want 0", n)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || r.n.Path != "/s/waited" {
+			t.Errorf("the create after Unstall: %+v, %v", r.n, r.err)
+		}
+	case <-time.After(wait):
+		t.Fatal("a stalled create did not return after Unstall")
 	}
 	if w.exists("/s/gave-up") {
 		t.Errorf("the create whose ctx ended reached the server")
@@ -373,11 +403,34 @@ func TestStall(t *testing.T) {
 		_, err := w.c.Get(ctx, "/s/waited")
 		errc <- err
 	}()
-	time.Sleep(10 * time.Millisecond) // let the Get wait (its outcome is the same if it has not yet)
+	// Expire only once the Get waits: a Get that came after the expiry
+	// would fail the same way without showing that the end releases it.
+	waitStalled(t, w.d, id, 1, "the Get to wait")
 	if err := w.d.Expire(id); err != nil {
 		t.Fatal(err)
 	}
-	wantErr(t, <-errc, coordkit.ErrSessionLost, "a stalled Get when the session expired")
+	select {
+	case err := <-errc:
+		wantErr(t, err, coordkit.ErrSessionLost, "a stalled Get when the session expired")
+	case <-time.After(wait):
+		t.Fatal("the session's end did not release a stalled Get")
+	}
+	if n := w.d.Stalled(id); n != 0 {
+		t.Errorf("Stalled of an expired session: %d, want 0", n)
+	}
+}
+
+// waitStalled waits until n calls of session id wait behind a Stall
+// (Driver.Stalled), failing the test if they do not within the bound.
+func waitStalled(t *testing.T, d *memory.Driver, id string, n int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for d.Stalled(id) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: Stalled(%s) = %d, want %d within %v", what, id, d.Stalled(id), n, wait)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Sequence numbers are the parent's int32 child counter: they count deletes

@@ -20,6 +20,34 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// wait is the bound for what must happen promptly.
+const wait = 5 * time.Second
+
+// awaitData waits until the node at path holds want, re-reading it each
+// time a watch on it fires (no polling), and fails the test if it does not
+// within the bound.
+func awaitData(t *testing.T, c backend.Conn, path, want, what string) {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		n, exists, w, err := c.Watch(context.Background(), path)
+		if err != nil {
+			t.Fatalf("%s: watch %s: %v", what, path, err)
+		}
+		if exists && string(n.Data) == want {
+			w.Stop()
+			return
+		}
+		select {
+		case <-w.C():
+			w.Stop()
+		case <-deadline:
+			w.Stop()
+			t.Fatalf("%s: %s holds %q (exists %v), not %q, after %v", what, path, n.Data, exists, want, wait)
+		}
+	}
+}
+
 func open(t *testing.T, drv *memory.Driver) *session.Session {
 	t.Helper()
 	s, err := session.New(context.Background(), drv, session.WithTTL(10*time.Second))
@@ -51,24 +79,19 @@ func TestSetWritesOnlyWhileHeld(t *testing.T) {
 	}
 	// Another process marks the owner node while it waits: the fence
 	// must still hold (it does not compare the owner node's version).
-	got := make(chan *mutex.Guard, 1)
+	// The goroutine reports to the test, never to t: if the test fails
+	// first, its Lock ends with b's session (closed at cleanup) after the
+	// test has returned.
+	type locked struct {
+		g   *mutex.Guard
+		err error
+	}
+	got := make(chan locked, 1)
 	go func() {
 		g, err := mb.Lock(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- g
+		got <- locked{g, err}
 	}()
-	for {
-		n, err := a.Conn().Get(ctx, ga.Fence().Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(n.Data) == mutex.ContendedMark {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitData(t, a.Conn(), ga.Fence().Path, mutex.ContendedMark, "b to mark the owner node")
 	if _, err := fence.Set(ctx, a.Conn(), ga, "/data/config", []byte("v2"), backend.AnyVersion); err != nil {
 		t.Fatalf("Set while held and contended: %v", err)
 	}
@@ -80,16 +103,26 @@ func TestSetWritesOnlyWhileHeld(t *testing.T) {
 	if err := a.Conn().Delete(ctx, ga.Fence().Path, backend.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
-	gb := <-got
-	if gb == nil {
-		return
+	var gb *mutex.Guard
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("b's Lock: %v", r.err)
+		}
+		gb = r.g
+	case <-time.After(wait):
+		t.Fatalf("b did not get the lock within %v of the holder's node going", wait)
 	}
 	_, err = fence.Set(ctx, a.Conn(), stale, "/data/config", []byte("stale"), backend.AnyVersion)
 	if !errors.Is(err, fence.ErrStale) || !errors.Is(err, recipes.ErrLost) || !errors.Is(err, backend.ErrGuardFailed) {
 		t.Fatalf("stale Set: %v, want ErrStale (ErrLost, ErrGuardFailed)", err)
 	}
 	// Once the guard has ended, Set refuses without a round trip.
-	<-ga.Done()
+	select {
+	case <-ga.Done():
+	case <-time.After(wait):
+		t.Fatalf("a's guard did not end within %v of its node going", wait)
+	}
 	before := drv.SessionStats(a.ID()).Requests
 	if _, err := fence.Set(ctx, a.Conn(), ga, "/data/config", []byte("stale"), backend.AnyVersion); !errors.Is(err, fence.ErrStale) {
 		t.Fatalf("Set after the hold ended: %v", err)

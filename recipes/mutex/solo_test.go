@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"github.com/coordkit/coordkit"
+	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
+	"github.com/coordkit/coordkit/recipes/internal/locktest"
 	"github.com/coordkit/coordkit/recipes/mutex"
+	"github.com/coordkit/coordkit/session"
 )
 
 // TestSoloHandsOverToLocalWaiters: the first goroutine locks on the solo
@@ -217,12 +220,16 @@ func TestSoloLockBoundedByContext(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t)
-			s := w.session()
+			sent := make(chan struct{}, 1)
+			s := locktest.OpenSession(t, createSignal{w.Drv, sent}, session.WithTTL(10*time.Second))
 			m := w.mutex(s)
 			if err := w.Drv.Stall(s.ID()); err != nil {
 				t.Fatal(err)
 			}
-			short, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			// The ctx ends once the owner node's create is on its way to the
+			// silent server (not after a fixed time, which a late goroutine
+			// could spend before Lock even starts).
+			short, stop := context.WithCancel(context.Background())
 			defer stop()
 			errc := make(chan error, 1)
 			go func() {
@@ -235,12 +242,25 @@ func TestSoloLockBoundedByContext(t *testing.T) {
 				errc <- err
 			}()
 			select {
+			case <-sent:
 			case err := <-errc:
-				if !errors.Is(err, context.DeadlineExceeded) {
-					t.Fatalf("%s whose ctx ended while the server was silent: %v, want DeadlineExceeded", name, err)
+				t.Fatalf("%s returned before its create: %v", name, err)
+			case <-time.After(timeout):
+				t.Fatalf("%s did not send its create within %v", name, timeout)
+			}
+			waitFor(t, "the create to wait at the silent server", func() bool { return w.Drv.Stalled(s.ID()) == 1 })
+			stop()
+			select {
+			case err := <-errc:
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("%s whose ctx ended while the server was silent: %v, want Canceled", name, err)
 				}
 			case <-time.After(timeout):
 				t.Fatalf("%s did not return within %v of its ctx's end while the server was silent", name, timeout)
+			}
+			// The create is still waiting: the call did not wait for it.
+			if n := w.Drv.Stalled(s.ID()); n != 1 {
+				t.Fatalf("%d calls wait at the silent server after %s returned, want 1 (the abandoned create)", n, name)
 			}
 			if snap := m.Inspect(); !snap.Finishing || snap.Waiting != 0 || snap.Held {
 				t.Fatalf("Inspect while the abandoned attempt goes on: %+v", snap)
@@ -268,4 +288,43 @@ func TestSoloLockBoundedByContext(t *testing.T) {
 			w.empty()
 		})
 	}
+}
+
+// createSignal opens Conns that report each stamped create (the owner
+// node's) on sent, without blocking, before passing it on; they keep
+// backend.ParentStamps, so the mutex takes the same path as on the memory
+// driver's own Conns.
+type createSignal struct {
+	backend.Driver
+	sent chan<- struct{}
+}
+
+func (d createSignal) Open(ctx context.Context, ttl time.Duration) (backend.Conn, error) {
+	c, err := d.Driver.Open(ctx, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return signalConn{c, c.(backend.ParentStamps), d.sent}, nil
+}
+
+type signalConn struct {
+	backend.Conn
+	stamps backend.ParentStamps
+	sent   chan<- struct{}
+}
+
+func (c signalConn) CreateStamped(ctx context.Context, path string, data []byte, opts backend.CreateOptions) (backend.Node, backend.Stamp, error) {
+	select {
+	case c.sent <- struct{}{}:
+	default:
+	}
+	return c.stamps.CreateStamped(ctx, path, data, opts)
+}
+
+func (c signalConn) DeleteStamped(ctx context.Context, path string, version int64, st backend.Stamp) error {
+	return c.stamps.DeleteStamped(ctx, path, version, st)
+}
+
+func (c signalConn) Unpin(ctx context.Context, st backend.Stamp) error {
+	return c.stamps.Unpin(ctx, st)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/coordkit/coordkit/backend/memory"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/internal/hold"
+	"github.com/coordkit/coordkit/recipes/internal/locktest"
 	"github.com/coordkit/coordkit/session"
 )
 
@@ -90,17 +91,31 @@ func TestHoldEpochAlreadyEnded(t *testing.T) {
 }
 
 func TestHoldReleaseAndDataChange(t *testing.T) {
-	_, s, n := setup(t)
+	drv, s, n := setup(t)
 	h := hold.Start(s, s.HoldContext(), n, n.Token)
 	h.Watch()
-	// A data change is not a loss: the monitor re-arms.
+	// Watch arms the watch on the monitor's goroutine: wait until the server
+	// has it, so that the Set below fires it.
+	stats := func() memory.Stats { return drv.SessionStats(s.ID()) }
+	locktest.Eventually(t, 5*time.Second, "the hold's watch to be armed", func() bool { return stats().Watches == 1 })
+	// A data change is not a loss: the monitor re-reads and re-arms.
 	if _, err := s.Conn().Set(context.Background(), n.Path, []byte("x"), backend.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-h.Done():
-		t.Fatalf("hold ended on a data change: %v", h.Err())
-	case <-time.After(100 * time.Millisecond): // absence check, not ordering
+	// The server fires the watch within the Set (and disarms it): the
+	// event is sent by the time Set returns.
+	if st := stats(); st.WatchEvents != 1 {
+		t.Fatalf("after the Set: %+v, want the watch fired (1 event)", st)
+	}
+	// So a watch armed again means the monitor received the change event
+	// and went on. A monitor that took the event for a loss ends the hold
+	// and never re-arms.
+	locktest.Eventually(t, 5*time.Second, "the monitor to re-arm after the change event, or the hold to end", func() bool {
+		st := stats()
+		return h.Err() != nil || st.WatchEvents == 1 && st.Watches == 1
+	})
+	if err := h.Err(); err != nil {
+		t.Fatalf("hold ended on a data change: %v", err)
 	}
 	if !h.End(recipes.ErrReleased) {
 		t.Fatal("End of a live hold must report that it ended it")
