@@ -18,6 +18,26 @@ import (
 
 // ---- helpers ---------------------------------------------------------
 
+// requireControl skips the test when the kit does not run the servers of c
+// itself (they come from COORDKIT_ZOOKEEPER_ADDRS, COORDKIT_ETCD_ENDPOINTS
+// or a container), since it must stop, kill or restart members, or fails it
+// when CI is set: the kit's skipOrFatal, for this package's tests.
+func requireControl(t testing.TB, c interface {
+	Controllable() bool
+	Source() string
+}, what string) {
+	t.Helper()
+	if c.Controllable() {
+		return
+	}
+	msg := fmt.Sprintf("%s not controlled by the kit (source %q): this test stops, kills or restarts members; unset %s, %s and %s to let the kit run its own (ZooKeeper from the local installation, etcd embedded)",
+		what, c.Source(), integration.EnvZooKeeperAddrs, integration.EnvEtcdEndpoints, integration.EnvUseDocker)
+	if integration.InCI() {
+		t.Fatalf("%s (%s is set, so this is a failure)", msg, integration.EnvCI)
+	}
+	t.Skip(msg)
+}
+
 type quietLogger struct{}
 
 func (quietLogger) Printf(string, ...any) {}
@@ -206,9 +226,7 @@ func TestZooKeeperEnsemble(t *testing.T) {
 	start := time.Now()
 	c := integration.StartZooKeeper(t, integration.WithMembers(3))
 	t.Logf("ZooKeeper 3-member ensemble (%s) ready in %v", c.Source(), time.Since(start))
-	if !c.Controllable() {
-		t.Skip("ensemble not controlled by the kit")
-	}
+	requireControl(t, c, "ZooKeeper ensemble")
 
 	leader := c.Leader(t)
 	follower := (leader + 1) % 3
@@ -308,9 +326,7 @@ func TestEtcdSingleMemberRestartKeepsLease(t *testing.T) {
 	start := time.Now()
 	c := integration.StartEtcd(t)
 	t.Logf("etcd 1 member (%s) ready in %v", c.Source(), time.Since(start))
-	if !c.Controllable() {
-		t.Skip("etcd not controlled by the kit")
-	}
+	requireControl(t, c, "etcd")
 	if got := c.Leader(t); got != 0 {
 		t.Fatalf("Leader = %d", got)
 	}
@@ -352,9 +368,7 @@ func TestEtcdThreeMembers(t *testing.T) {
 	start := time.Now()
 	c := integration.StartEtcd(t, integration.WithMembers(3))
 	t.Logf("etcd 3 members (%s) ready in %v", c.Source(), time.Since(start))
-	if !c.Controllable() {
-		t.Skip("etcd not controlled by the kit")
-	}
+	requireControl(t, c, "etcd")
 	leader := c.Leader(t)
 	follower := (leader + 1) % 3
 	cli := connectEtcd(t, c.Endpoints()...)

@@ -102,6 +102,17 @@ func fencedSet(s *session.Session, g lockGuard, path, data string) error {
 	return err
 }
 
+// unawareSet writes data to path with fence.Set through conn, a live
+// connection (another session's, or a client of the resource's own), as
+// the holder of g would that has not heard that g ended (unawareHold: Err
+// nil, g's own fences). Only the server can refuse it: see serverRefused.
+func unawareSet(conn backend.Conn, g recipes.Held, path, data string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), slack)
+	defer cancel()
+	_, err := fence.Set(ctx, conn, unawareHold{g}, path, []byte(data), backend.AnyVersion)
+	return err
+}
+
 // readCounter and writeCounter are the two halves of an unfenced
 // read-modify-write of a decimal counter.
 func readCounter(conn backend.Conn, path string) (int64, error) {
@@ -427,6 +438,9 @@ func newRelPartition(t *testing.T, bc backendCase, k lockRecipe, pol relPolicy, 
 	p := &relPartition{bc: bc, k: k, pol: pol, T: T, proxy: integration.NewProxy(t, addrs[0]), obs: observerConn(t, direct),
 		path: root + "/lock", data: root + "/data", fs: fence.NewRegister[int64](0)}
 	p.holder = openObserved(t, bc.driver(t, []string{p.proxy.Addr()}), session.WithTTL(T), session.WithErrorPolicy(pol.p))
+	if got := p.holder.s.Timeout(); got != T {
+		t.Fatalf("the holder's session timeout is %v, want %v (the server caps it?): the bounds below are T's", got, T)
+	}
 	p.comp = lockSession(t, direct)
 	p.hl = k.open(t, p.holder.s, p.path)
 	p.probe = k.open(t, lockSession(t, direct), p.path)
@@ -489,20 +503,48 @@ func (p *relPartition) release(t *testing.T, r lockResult) {
 	noLeftovers(t, p.obs, p.path)
 }
 
+// shortPartitionT is the session timeout of the holder in
+// TestLockReliabilityShortPartition, on both backends: the largest the
+// shared ZooKeeper grants (its maxSessionTimeout: 20 ticks of 500ms). It
+// must leave, after a Suspended as late as cut accepts it
+// (suspendBound(T)+slack after the partition began), shortProbe for the
+// checks during the partition (the guard's end, which comes with
+// Suspended, and a probe's TryLock: a round trip) before T, when the
+// partition must be healed: ZooKeeper 6.67s+3s+0.3s, etcd 5s+3s+0.3s.
+//
+// Once Suspended the session has T-suspendBound(T) (the server expires it
+// T after it last heard from it, the client suspends 2T/3 (ZooKeeper) or
+// T/2 (etcd) after its last reply) to reconnect: etcd 5s, enough for a
+// Suspended seen slack late, the checks and the reconnection (0.5s);
+// ZooKeeper 3.3s, of which the reconnection takes 1s (go-zookeeper waits
+// that long before it starts over its list of servers), so a Suspended
+// seen more than about 2s late fails there with the session Lost (expired
+// on the server) instead of Reconnected.
+const (
+	shortPartitionT = 10 * time.Second
+	shortProbe      = 300 * time.Millisecond
+)
+
 // TestLockReliabilityShortPartition (row 2): the holder is black-holed,
-// T = 6s, until its session is Suspended, then healed (well within T) while
-// a competitor waits in Lock. Asserted: Suspended within the documented
-// bound; under the standard policy the Guard ends (Done, ErrLost) at
-// Suspended and a fenced write with it is refused; under the session policy
-// it survives and its fenced write succeeds; the competitor's Lock does not
-// return and a probe's TryLock returns recipes.ErrLocked during the
-// partition and after it, until the holder unlocks; the holder's node is
+// T = shortPartitionT (10s), until its session is Suspended, then healed
+// (within T) while a competitor waits in Lock. Asserted: Suspended within
+// the documented bound; under the standard policy the Guard ends (Done,
+// ErrLost) at Suspended and a fenced write with it is refused; under the
+// session policy it survives and its fenced write succeeds; the
+// competitor's Lock does not return and a probe's TryLock returns
+// recipes.ErrLocked during the partition and after it, until the holder unlocks; the holder's node is
 // the same after the partition; the holder's Unlock succeeds; then the
 // competitor gets the lock with a larger token and FS refuses the old one.
 func TestLockReliabilityShortPartition(t *testing.T) {
 	// T leaves T/3 (ZooKeeper) or T/2 (etcd) from Suspended to reconnect
-	// before the server could expire the session.
-	relPartitionCases(t, 6*time.Second, func(t *testing.T, p *relPartition) {
+	// before the server could expire the session (see shortPartitionT).
+	for _, bc := range backendCases {
+		if late := bc.suspendBound(shortPartitionT) + slack + shortProbe; late >= shortPartitionT {
+			t.Fatalf("%s: a Suspended accepted %v after the partition began and %v of checks end at %v, not before T=%v",
+				bc.name, bc.suspendBound(shortPartitionT)+slack, shortProbe, late, shortPartitionT)
+		}
+	}
+	relPartitionCases(t, shortPartitionT, func(t *testing.T, p *relPartition) {
 		ended, t0, suspended := p.cut()
 		guard := "kept"
 		if p.pol.endsHold {
@@ -513,7 +555,8 @@ func TestLockReliabilityShortPartition(t *testing.T) {
 		p.noGrant(t, "during the partition")
 		healed := time.Since(t0)
 		if healed >= p.T {
-			t.Fatalf("the partition lasted %v, not less than T=%v", healed, p.T)
+			t.Fatalf("the partition lasted %v (Suspended after %v, accepted up to %v; then %v of checks, allowed %v), not less than T=%v",
+				healed, suspended.Round(time.Millisecond), p.bc.suspendBound(p.T)+slack, (healed - suspended).Round(time.Millisecond), shortProbe, p.T)
 		}
 		p.proxy.Unblackhole()
 		p.holder.await(session.StateReconnected, p.T)
@@ -575,9 +618,13 @@ func (p *relPartition) awaitLost(t *testing.T, ended <-chan time.Time, t0 time.T
 // T (the lost bound); under the standard policy it ended before the
 // competitor was granted (the session policy's overlap is logged: a
 // documented limit); the competitor acquires with a larger token; FS
-// refuses the old token; fence.Set refuses the old guard and accepts the
-// new one. After healing: the old session stays Lost, its TryLock fails
-// with ErrSessionLost or ErrClosed, its Unlock returns nil and leaves the
+// refuses the old token; fence.Set refuses the old guard (locally: it knows
+// it is lost) and accepts the new one; the old guard's write as a holder
+// that has not heard of the loss would send it (Err nil, its own fences),
+// through a live connection, is refused by the server
+// (backend.ErrGuardFailed) and leaves the node unwritten. After healing:
+// the old session stays Lost, its TryLock fails with ErrSessionLost or
+// ErrClosed, its Unlock returns nil and leaves the
 // new holder's node alone, and its node is gone or the new holder's.
 func TestLockReliabilityLongPartition(t *testing.T) {
 	relPartitionCases(t, 4*time.Second, func(t *testing.T, p *relPartition) {
@@ -594,8 +641,19 @@ func TestLockReliabilityLongPartition(t *testing.T) {
 		r := awaitGrant(t, p.waiting, "the competitor, while the holder is partitioned")
 		granted := r.at.Sub(t0).Round(time.Millisecond)
 		p.handedOver(t, r)
-		if err := fencedSet(p.holder.s, p.g, p.data, "stale"); err == nil {
-			t.Fatal("fence.Set accepted the lost guard's write")
+		// The holder's own fence.Set refuses locally: its guard knows it
+		// is lost.
+		if err := fencedSet(p.holder.s, p.g, p.data, "stale"); !errors.Is(err, fence.ErrStale) || !errors.Is(err, recipes.ErrLost) {
+			t.Fatalf("fence.Set with the lost guard = %v, want fence.ErrStale and recipes.ErrLost", err)
+		}
+		// A holder that has not heard of the loss gets as far as the
+		// server, through a live connection (the competitor's): the
+		// server must refuse the old guard's fences.
+		if err := unawareSet(p.comp.Conn(), p.g, p.data, "stale"); !serverRefused(err) {
+			t.Fatalf("the lost guard's write through a live connection = %v, want the server's refusal (fence.ErrStale and backend.ErrGuardFailed)", err)
+		}
+		if n, err := p.obs.Get(testCtx(t), p.data); err != nil || string(n.Data) != "" {
+			t.Fatalf("the fenced node after the refused writes: %q (%v), want it unwritten", n.Data, err)
 		}
 		if err := fencedSet(p.comp, r.g, p.data, "new"); err != nil {
 			t.Fatalf("fence.Set refused the new holder: %v", err)
@@ -794,10 +852,14 @@ type lockChildSpec struct {
 // TestLockHolderChildProcess is the holder of TestLockReliabilityPausedHolder,
 // run as a child process of it. It takes the lock and says "TOKEN t"; then,
 // for each line "go" on its stdin, it writes the fenced node with fence.Set
-// ("FENCED ok" or "FENCED refused err"), reads the counter ("READ v"), waits
-// for the line, writes v+1 ("WROTE v+1"). When its stdin ends it unlocks
-// ("UNLOCK ok" or "UNLOCK failed err") and exits. When its guard ends it says
-// "DONE lost err" (lost: true or false).
+// twice: through its session with its guard as it is ("FENCED ok", or
+// "FENCED refused server err", server: true if the server refused it, see
+// serverRefused), and through the counter's connection as a holder that has
+// not heard its guard end ("UNAWARE ok" or "UNAWARE refused server err"; see
+// unawareSet: only the server can refuse it); then it reads the counter
+// ("READ v"), waits for the line, writes v+1 ("WROTE v+1"). When its stdin
+// ends it unlocks ("UNLOCK ok" or "UNLOCK failed err") and exits. When its
+// guard ends it says "DONE lost err" (lost: true or false).
 // The counter has a client of its own, as an external resource would: it
 // outlasts the pause, the lock's session does not.
 func TestLockHolderChildProcess(t *testing.T) {
@@ -845,9 +907,14 @@ func TestLockHolderChildProcess(t *testing.T) {
 	in := bufio.NewScanner(os.Stdin)
 	for i := 1; ; i++ {
 		if err := fencedSet(s, g, spec.Fenced, fmt.Sprintf("child:%d:%d", g.Token(), i)); err != nil {
-			say("FENCED", "refused", err)
+			say("FENCED", "refused", serverRefused(err), err)
 		} else {
 			say("FENCED", "ok")
+		}
+		if err := unawareSet(data, g, spec.Fenced, fmt.Sprintf("child:%d:%d:unaware", g.Token(), i)); err != nil {
+			say("UNAWARE", "refused", serverRefused(err), err)
+		} else {
+			say("UNAWARE", "ok")
 		}
 		v, err := readCounter(data, spec.Counter)
 		if err != nil {
@@ -1020,8 +1087,11 @@ func (c *lockChild) signal(sig os.Signal) {
 // child is continued with SIGCONT. Asserted: the child's write after resume
 // lands on the counter (the negative control: its final value is the value
 // the child read + 1, below the acknowledged increments: lost updates); its
-// fenced write after resume is refused (0 stale accepts) and the fenced
-// node keeps this process's write; the child's Guard reports lost within
+// fenced writes after resume are refused (0 stale accepts): its own
+// fence.Set, and the write it would make as paused (its guard's fences, Err
+// not yet heard of) through a live connection, which must be the server's
+// refusal (backend.ErrGuardFailed; accepted before the pause: the positive
+// control); the fenced node keeps this process's write; the child's Guard reports lost within
 // the lost bound of resume; this process's Guard and node are intact.
 func TestLockReliabilityPausedHolder(t *testing.T) {
 	const T = 3 * time.Second
@@ -1051,6 +1121,11 @@ func testPausedHolder(t *testing.T, bc backendCase, k lockRecipe, T time.Duratio
 	for i := 1; ; i++ {
 		if f := child.expect("FENCED"); f[1] != "ok" {
 			child.fail("the child's fenced write %d before the pause: %q", i, f)
+		}
+		// The positive control of the unaware write: while the guard is
+		// current the server accepts it.
+		if f := child.expect("UNAWARE"); f[1] != "ok" {
+			child.fail("the child's unaware fenced write %d before the pause: %q", i, f)
 		}
 		read = child.number("READ")
 		if i == 3 {
@@ -1093,8 +1168,17 @@ func testPausedHolder(t *testing.T, bc backendCase, k lockRecipe, T time.Duratio
 		t.Fatalf("the child wrote %d after resuming, want %d", wrote, read+1)
 	}
 	acked++
+	// The child's own fence.Set must not write (refused locally once its
+	// guard knows, or by the server, or failed on its expired session);
+	// the write of the child as it was when paused, sent through a live
+	// connection, must reach the server and be refused there.
 	staleAccepted := 0
-	if f := child.expect("FENCED"); f[1] == "ok" {
+	own := child.expect("FENCED")
+	if own[1] == "ok" {
+		staleAccepted++
+	}
+	unaware := child.expect("UNAWARE")
+	if unaware[1] == "ok" {
 		staleAccepted++
 	}
 	child.number("READ")
@@ -1120,7 +1204,10 @@ func testPausedHolder(t *testing.T, bc backendCase, k lockRecipe, T time.Duratio
 		t.Fatalf("the child's guard ended %v after resuming (documented bound %v): %q", lostAfter, bc.lostBound(T), child.doneF)
 	}
 	if staleAccepted > 0 {
-		t.Fatalf("the fenced node accepted %d writes of the paused holder after token %d", staleAccepted, g.Token())
+		t.Fatalf("the fenced node accepted %d writes of the paused holder after token %d: the child said %q and %q", staleAccepted, g.Token(), strings.Join(own, " "), strings.Join(unaware, " "))
+	}
+	if len(unaware) < 3 || unaware[2] != "true" {
+		t.Fatalf("the paused holder's unaware write was not refused by the server (want fence.ErrStale and backend.ErrGuardFailed): the child said %q", strings.Join(unaware, " "))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), lockBound)
 	defer cancel()
@@ -1140,8 +1227,8 @@ func testPausedHolder(t *testing.T, bc backendCase, k lockRecipe, T time.Duratio
 		t.Fatalf("the new holder's guard ended: %v", err)
 	}
 	sameHolder(t, data, g, ps.ID())
-	t.Logf("BOUND %s %s SIGSTOP (T=%v): new holder granted %v after the stop; paused %v; the child's guard lost %v after SIGCONT (%s); fenced node: 0 of 1 stale writes accepted; unfenced counter %d after %d acknowledged increments (%d lost)",
-		bc.name, k.name, T, granted.Round(time.Millisecond), resumed.Sub(stopped).Round(time.Millisecond), lostAfter, strings.Join(child.doneF[2:], " "), final, acked, int64(acked)-final)
+	t.Logf("BOUND %s %s SIGSTOP (T=%v): new holder granted %v after the stop; paused %v; the child's guard lost %v after SIGCONT (%s); fenced node: 0 of 2 stale writes accepted (the unaware one refused by the server: %s; the own one: %s); unfenced counter %d after %d acknowledged increments (%d lost)",
+		bc.name, k.name, T, granted.Round(time.Millisecond), resumed.Sub(stopped).Round(time.Millisecond), lostAfter, strings.Join(child.doneF[2:], " "), strings.Join(unaware[3:], " "), strings.Join(own[1:], " "), final, acked, int64(acked)-final)
 	mustUnlock(t, g)
 	noLeftovers(t, data, spec.Lock)
 }

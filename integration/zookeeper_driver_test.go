@@ -756,9 +756,7 @@ func TestZooKeeperDriver_ReconnectRearmsWatches(t *testing.T) {
 // 32 bits of the zxid), larger than every earlier one.
 func TestZooKeeperDriver_EnsembleLeaderKill(t *testing.T) {
 	zkc := integration.StartZooKeeper(t, integration.WithMembers(3))
-	if !zkc.Controllable() {
-		t.Skip("ensemble not controlled by the kit")
-	}
+	requireControl(t, zkc, "ZooKeeper ensemble")
 	d := openZooKeeperDriver(t, zkc.Addrs())
 	c := openConn(t, d, 10*time.Second)
 	ctx := testCtx(t)
