@@ -87,11 +87,12 @@ type Session struct {
 	closeErr  error // set once, inside closeOnce
 	loopDone  chan struct{}
 
-	mu       sync.Mutex // guards the fields below; written only by the loop
+	mu       sync.Mutex // guards the fields below; written only by the loop (closing: by Close)
 	state    State
 	err      error
 	hold     context.Context // current hold epoch
 	holdStop context.CancelCauseFunc
+	closing  bool // Close has ended the hold epoch: no new one starts
 	subs     map[*subscriber]struct{}
 }
 
@@ -185,7 +186,8 @@ func (s *Session) Context() context.Context { return s.ctx }
 // decides a grant and check it after the grant.
 //
 // Its cause matches coordkit.ErrHoldLost and the reason (ErrSuspended,
-// ErrExpired, coordkit.ErrClosed, ...). A recipe's hold derives its
+// ErrExpired, coordkit.ErrClosed, ...); HoldEndReason gives the reason
+// alone. A recipe's hold derives its
 // context from it, so the hold's Done is closed as this context ends, not
 // later.
 func (s *Session) HoldContext() context.Context {
@@ -215,6 +217,7 @@ func (s *Session) Close(ctx context.Context) error {
 		// once they are gone another process can be granted the lock, and
 		// no Guard of this session may still look held then.
 		s.mu.Lock()
+		s.closing = true
 		s.holdStop(holdLost(coordkit.ErrClosed))
 		s.mu.Unlock()
 		err := s.conn.Close(ctx)
@@ -323,8 +326,10 @@ func (s *Session) transition(st State, cause error) {
 	prev := s.state
 	s.state = st
 	endHolds := s.opts.policy(st)
-	if st == StateReconnected && s.hold.Err() != nil {
-		// Holds of the last epoch stay ended; new holds get a new epoch.
+	if st == StateReconnected && s.hold.Err() != nil && !s.closing {
+		// Holds of the last epoch stay ended; new holds get a new epoch
+		// (unless Close has begun: a reconnect the loop sees after that
+		// must not let a hold start while the nodes are being deleted).
 		s.hold, s.holdStop = context.WithCancelCause(s.ctx)
 	}
 	if endHolds {
@@ -368,13 +373,33 @@ func errJoin(sentinel, detail error) error {
 }
 
 // holdLost is the cause a hold context ends with: it matches
-// coordkit.ErrHoldLost as well as cause.
-func holdLost(cause error) error {
+// coordkit.ErrHoldLost, and unwraps to reason.
+func holdLost(reason error) error {
 	switch {
-	case cause == nil:
+	case reason == nil:
 		return coordkit.ErrHoldLost
-	case errors.Is(cause, coordkit.ErrHoldLost):
-		return cause
+	case errors.Is(reason, coordkit.ErrHoldLost):
+		return reason
 	}
-	return fmt.Errorf("%w: %w", coordkit.ErrHoldLost, cause)
+	return &holdLostError{reason}
+}
+
+// holdLostError is a hold context's cause: see HoldContext.
+type holdLostError struct{ reason error }
+
+func (e *holdLostError) Error() string        { return coordkit.ErrHoldLost.Error() + ": " + e.reason.Error() }
+func (e *holdLostError) Is(target error) bool { return target == coordkit.ErrHoldLost }
+func (e *holdLostError) Unwrap() error        { return e.reason }
+
+// HoldEndReason returns why the hold context epoch (a HoldContext of some
+// session) ended, without coordkit.ErrHoldLost: the error a call that
+// could not get a hold returns (it held nothing, so it lost nothing). It
+// is nil while epoch lasts.
+func HoldEndReason(epoch context.Context) error {
+	cause := context.Cause(epoch)
+	var e *holdLostError
+	if errors.As(cause, &e) {
+		return e.reason
+	}
+	return cause
 }
