@@ -491,15 +491,15 @@ func TestWaiterSuspended(t *testing.T) {
 	c := e.contest()
 	e.Disconnect(c.ws)
 	r := recv(t, c.waiter, "suspended waiter")
-	if !errors.Is(r.err, session.ErrSuspended) || !errors.Is(r.err, coordkit.ErrSessionLost) {
-		t.Fatalf("suspended waiter: %v, want ErrSuspended", r.err)
+	if !errors.Is(r.err, session.ErrSuspended) || !errors.Is(r.err, coordkit.ErrSessionLost) || errors.Is(r.err, recipes.ErrLost) {
+		t.Fatalf("suspended waiter: %v, want ErrSuspended, not ErrLost (it held nothing)", r.err)
 	}
 	if len(e.Children(dir)) != 2 {
 		t.Fatalf("children while the waiter is disconnected: %v", locktest.Names(e.Children(dir)))
 	}
 	// Lock while suspended fails at once.
-	if _, err := e.lock(c.ws).Lock(context.Background()); !errors.Is(err, session.ErrSuspended) {
-		t.Fatalf("Lock while suspended: %v", err)
+	if _, err := e.lock(c.ws).Lock(context.Background()); !errors.Is(err, session.ErrSuspended) || errors.Is(err, recipes.ErrLost) {
+		t.Fatalf("Lock while suspended: %v, want ErrSuspended, not ErrLost", err)
 	}
 	e.Reconnect(c.ws)
 	if kids := e.awaitChildren(1); kids[0].Path != c.holder.Fence().Path {

@@ -667,8 +667,8 @@ func retryable(err error) bool {
 		errors.Is(err, session.ErrSuspended) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// epochErr is the error for a hold epoch that has ended: it wraps the
-// session's cause.
+// epochErr is the error for a hold epoch that has ended: it wraps why (not
+// recipes.ErrLost: a call that gets no hold lost nothing).
 func epochErr(epoch context.Context) error {
-	return fmt.Errorf("the session can hold nothing now: %w", context.Cause(epoch))
+	return fmt.Errorf("the session can hold nothing now: %w", session.HoldEndReason(epoch))
 }

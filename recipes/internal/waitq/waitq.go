@@ -325,7 +325,7 @@ func (e *Entry) wait(ctx context.Context, block bool) error {
 	// epoch (whose end covers the session's).
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stopEpoch := context.AfterFunc(e.epoch, func() { cancel(context.Cause(e.epoch)) })
+	stopEpoch := context.AfterFunc(e.epoch, func() { cancel(session.HoldEndReason(e.epoch)) })
 	defer stopEpoch()
 
 	var self *backend.Watch // our own node: fires if it is deleted
@@ -604,8 +604,9 @@ func ctxErr(ctx context.Context) error {
 	return fmt.Errorf("waitq: %w", err)
 }
 
-// epochErr is the error for a hold epoch that ended: it wraps the session's
-// cause (matching coordkit.ErrSessionLost or coordkit.ErrClosed).
+// epochErr is the error for a hold epoch that ended: it wraps why
+// (matching coordkit.ErrSessionLost or coordkit.ErrClosed; not
+// recipes.ErrLost: a call that gets no hold lost nothing).
 func epochErr(epoch context.Context) error {
-	return fmt.Errorf("waitq: the session can no longer hold: %w", context.Cause(epoch))
+	return fmt.Errorf("waitq: the session can no longer hold: %w", session.HoldEndReason(epoch))
 }
