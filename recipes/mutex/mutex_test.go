@@ -785,6 +785,15 @@ func TestSuspendEndsHoldWaitersCarryOn(t *testing.T) {
 	if err := ended(t, g); !errors.Is(err, session.ErrSuspended) {
 		t.Fatalf("holder's Err %v, want ErrSuspended", err)
 	}
+	// A TryLock of another path while suspended fails; it held nothing, so
+	// it lost nothing.
+	other, err := mutex.New(sa, "/locks/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.TryLock(context.Background()); !errors.Is(err, session.ErrSuspended) || errors.Is(err, recipes.ErrLost) {
+		t.Fatalf("TryLock while suspended: %v, want ErrSuspended, not ErrLost", err)
+	}
 	w.Reconnect(sa)
 	// The lost holder still excludes its process until it unlocks; its
 	// Unlock deletes the node, and the waiter acquires anew.
