@@ -45,16 +45,13 @@ type conn struct {
 	mu           sync.Mutex
 	established  bool
 	disconnected bool
-	// regainedInClose: Close found the session disconnected and
-	// go-zookeeper re-established it during Close, so closeSession could
-	// go out.
-	regainedInClose bool
-	terminal        bool          // no more state events: a terminal one was sent or Close began
-	stateCh         chan struct{} // closed and replaced on every state change
-	netConn         net.Conn      // the last TCP connection dialled
-	noMoreWork      bool          // wg is being waited on: start no tracked goroutine
-	dead            chan struct{} // closed when the session expired or Close began
-	authOnce        sync.Once
+	closeReply   closeReply    // whether the server answered closeSession
+	terminal     bool          // no more state events: a terminal one was sent or Close began
+	stateCh      chan struct{} // closed and replaced on every state change
+	netConn      net.Conn      // the last TCP connection dialled
+	noMoreWork   bool          // wg is being waited on: start no tracked goroutine
+	dead         chan struct{} // closed when the session expired or Close began
+	authOnce     sync.Once
 
 	sessionUp chan struct{} // closed when the first session is established
 	authed    chan struct{} // closed when the auth log line was seen
@@ -142,9 +139,6 @@ func (c *conn) onEvent(ev zk.Event) {
 		c.mu.Lock()
 		switch {
 		case c.terminal:
-			if c.closing.Load() && c.disconnected {
-				c.regainedInClose = true
-			}
 		case !c.established:
 			c.established = true
 			c.sid.Store(sid)
@@ -292,7 +286,7 @@ func (c *conn) Close(ctx context.Context) error {
 	}
 	c.closing.Store(true)
 	wasTerminal := c.terminal
-	wasDisconnected := c.disconnected
+	established := c.established
 	c.terminal = true
 	c.changedLocked()
 	c.markDeadLocked()
@@ -334,10 +328,11 @@ func (c *conn) Close(ctx context.Context) error {
 	if !wasTerminal {
 		c.events.Push(backend.ConnEvent{State: backend.StateClosed, At: time.Now()})
 	}
-	if err == nil && !wasTerminal && wasDisconnected && !c.regainedInClose {
-		// go-zookeeper's Close reports nothing; with no connection all
-		// along, it failed closeSession locally.
-		err = fmt.Errorf("closed while disconnected, the server keeps the session until it times out: %w", backend.ErrConnectionLoss)
+	// Only the server's answer to closeSession (see closeReply) proves the
+	// session ended on the server. (A session found expired meanwhile is
+	// gone all the same; one never established has nothing to end.)
+	if err == nil && !wasTerminal && established && !c.expired.Load() && !c.closeReply.Answered() {
+		err = fmt.Errorf("closeSession not answered, the server may keep the session until it times out: %w", backend.ErrConnectionLoss)
 	}
 	c.mu.Unlock()
 	c.d.forget(c)

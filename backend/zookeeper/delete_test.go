@@ -245,3 +245,27 @@ func TestLookupSkipsThePin(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseOnSilentConnection: Close on a connection that has gone silent
+// (replies stop; go-zookeeper has not noticed yet) cannot have told the
+// server, which keeps the session and its ephemeral node: Close must not
+// report success.
+func TestCloseOnSilentConnection(t *testing.T) {
+	e := newZKEnv(t)
+	ctx := context.Background()
+	n, err := e.c.Create(ctx, "/silent/eph", nil, backend.CreateOptions{Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.g.blackhole()
+	cctx, cancel := context.WithTimeout(ctx, 8*time.Second) // session.Close's bound: the timeout
+	defer cancel()
+	err = e.c.Close(cctx)
+	if !errors.Is(err, backend.ErrConnectionLoss) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close on a silent connection: %v, want ErrConnectionLoss (or the deadline)", err)
+	}
+	if !e.exists(t, n.Path) {
+		t.Fatalf("%s gone: the server was told after all, and Close said %v", n.Path, err)
+	}
+	e.g.cut()
+}

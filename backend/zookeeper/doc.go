@@ -40,9 +40,11 @@
 // Events. While Close runs, go-zookeeper may still reconnect to deliver
 // closeSession (to the same session: it never starts a new one once closing);
 // when Close's ctx ends first, the dialer refuses and the TCP connection is
-// cut, and Close returns ctx's error. A Close that starts disconnected and
-// does not get the session back returns backend.ErrConnectionLoss: the
-// server keeps the session, and its ephemeral nodes, until it times out.
+// cut, and Close returns ctx's error. go-zookeeper's Close reports nothing,
+// so the Conn watches the wire for the server's answer to closeSession: a
+// Close without one (the client was cut off, the connection went silent or
+// broke) returns backend.ErrConnectionLoss: the server may keep the
+// session, and its ephemeral nodes, until it times out.
 // After Close every call fails with coordkit.ErrClosed.
 //
 // # Events

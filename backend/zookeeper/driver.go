@@ -227,7 +227,7 @@ func (c *conn) dial(network, address string, timeout time.Duration) (net.Conn, e
 		return nil, errNoRedial
 	}
 	c.netConn = nc
-	return closeOnReadError{nc}, nil
+	return newTrackedConn(nc, &c.closeReply), nil
 }
 
 var errNoRedial = errors.New("zookeeper: session over, not reconnecting")
