@@ -90,6 +90,9 @@ type Faults interface {
 //     coordkit.ErrClosed and a second Close returns nil; the session's
 //     ephemeral node goes once the server times the session out (within
 //     Options.Timeout, which must therefore exceed the session timeout).
+//     "Bounded by its ctx": within 2s of the ctx's end.
+//   - CloseRightAfterCut: the same, with Close called right after the cut,
+//     before the client can have noticed it (a connection gone silent).
 //
 // Timing: every wait is bounded by Options.Timeout and ordered by events,
 // never by sleeping. A fault that takes effect late (an etcd client notices
@@ -120,6 +123,7 @@ var faultCases = []struct {
 	{"Expire", testFaultExpire},
 	{"ExpireWhileDisconnected", testFaultExpireWhileDisconnected},
 	{"CloseWhileDisconnected", testFaultCloseWhileDisconnected},
+	{"CloseRightAfterCut", testFaultCloseRightAfterCut},
 }
 
 // faulty is a session under test, from Faults.Open, with the record of every
@@ -205,10 +209,16 @@ func checkFaultLife(evs []backend.ConnEvent) error {
 	return nil
 }
 
-// next waits for f's next event.
+// next waits for f's next event, for Options.Timeout.
 func (f *faulty) next(what string) backend.ConnEvent {
 	f.e.t.Helper()
-	timer := time.NewTimer(f.e.s.opts.Timeout)
+	return f.nextBy(what, time.Now().Add(f.e.s.opts.Timeout))
+}
+
+// nextBy waits for f's next event until deadline.
+func (f *faulty) nextBy(what string, deadline time.Time) backend.ConnEvent {
+	f.e.t.Helper()
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case ev, ok := <-f.c.Events():
@@ -219,17 +229,18 @@ func (f *faulty) next(what string) backend.ConnEvent {
 		f.evs = append(f.evs, ev)
 		return ev
 	case <-timer.C:
-		f.e.t.Fatalf("%s: session %s: no event within %v (so far %v)", what, f.id, f.e.s.opts.Timeout, states(f.evs))
+		f.e.t.Fatalf("%s: session %s: no event in time (so far %v)", what, f.id, states(f.evs))
 	}
 	panic("unreachable")
 }
 
-// await reads f's events until one has state want; every event before it
-// must have one of the states allowed.
+// await reads f's events until one has state want, within Options.Timeout
+// in all; every event before it must have one of the states allowed.
 func (f *faulty) await(what string, want backend.ConnState, allowed ...backend.ConnState) backend.ConnEvent {
 	f.e.t.Helper()
+	deadline := time.Now().Add(f.e.s.opts.Timeout)
 	for {
-		ev := f.next(what)
+		ev := f.nextBy(what, deadline)
 		if ev.State == want {
 			return ev
 		}
@@ -637,7 +648,18 @@ func testFaultExpireWhileDisconnected(e *env) {
 const closeWaitCtx = 2 * time.Second
 
 // testFaultCloseWhileDisconnected: see RunFaults.
-func testFaultCloseWhileDisconnected(e *env) {
+func testFaultCloseWhileDisconnected(e *env) { closeWhileCutOff(e, true) }
+
+// testFaultCloseRightAfterCut: see RunFaults.
+func testFaultCloseRightAfterCut(e *env) { closeWhileCutOff(e, false) }
+
+// closeSlack is how much longer than its ctx a Close may take to return.
+const closeSlack = 2 * time.Second
+
+// closeWhileCutOff closes a session cut off from the server, once its
+// client has reported the cut (reported) or at once, before it can have
+// noticed.
+func closeWhileCutOff(e *env, reported bool) {
 	obs := e.open()
 	f := e.openFaulty()
 	c := f.c
@@ -646,7 +668,12 @@ func testFaultCloseWhileDisconnected(e *env) {
 	_, wKeep := e.watchVisible(c, keep.Path)
 	_, wEph := e.watchVisible(obs, eph.Path)
 
-	f.disconnect()
+	if reported {
+		f.disconnect()
+	} else {
+		e.faults.Disconnect(e.t, c)
+		f.cut = true
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeWaitCtx)
 	defer cancel()
 	closed := make(chan error, 1)
@@ -662,7 +689,11 @@ func testFaultCloseWhileDisconnected(e *env) {
 	}
 	// It is not healed: the session ends on the server by its timeout.
 	f.cut, f.dead = false, true
-	e.t.Logf("Close while cut off: %v after %v", err, time.Since(begin).Round(time.Millisecond))
+	took := time.Since(begin)
+	e.t.Logf("Close while cut off: %v after %v", err, took.Round(time.Millisecond))
+	if took > closeWaitCtx+closeSlack {
+		e.t.Errorf("Close of a cut-off session took %v, with a %v ctx", took.Round(time.Millisecond), closeWaitCtx)
+	}
 	// The server was not told: a nil error would claim the session's
 	// ephemeral nodes deleted, and they are not.
 	if !errors.Is(err, backend.ErrConnectionLoss) && !errors.Is(err, context.DeadlineExceeded) {
