@@ -43,7 +43,9 @@ func WithLogger(l *zap.Logger) Option {
 // least TTL/3+800ms (etcd's client sends a keepalive every TTL/3, checked on
 // a 500ms tick, so shorter values would report spurious disconnections;
 // the 300ms over that are for the reply's travel and a loaded machine) and
-// at most 9/10 of the TTL.
+// at most 9/10 of the TTL (which wins below a TTL of about 1.4s: such short
+// TTLs leave no room for a loaded machine; etcd's default minimum TTL is
+// 2s).
 func WithSuspendAfter(d time.Duration) Option {
 	return func(o *options) { o.suspendAfter = d }
 }
