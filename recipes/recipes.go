@@ -17,14 +17,15 @@
 // suspended), when the holder's node is deleted or replaced by someone else,
 // or when the holder releases it. When the session's policy ends a hold,
 // Done, Err and Context have all reported it by the time the session's call
-// that ended its HoldContext returns (a grant's context derives from it;
-// Err reports it from the moment HoldContext's Err does): so the session's
-// Close, say, has ended every grant before it deletes the session's nodes. Session-driven
-// ends cost nothing per grant. Noticing the node's deletion needs a read and a watch on the
-// server, so a grant arms that watch the first time Done, Err or Context is
-// called (and reports a deletion that happened before): a holder that
-// never asks pays only for its create and its delete. Without fencing, a critical section can
-// still overlap another: a lock is then only an efficiency aid.
+// that ended its HoldContext returns (a grant's context derives from it; Err
+// reports it from the moment HoldContext's Err does): so the session's Close,
+// say, has ended every grant before it deletes the session's nodes.
+// Session-driven ends cost nothing per grant. Noticing the node's deletion
+// needs a read and a watch on the server, so a grant arms that watch the
+// first time Done, Err or Context is called (and reports a deletion that
+// happened before): a holder that never asks pays only for its create and its
+// delete. Without fencing, a critical section can still overlap another: a
+// lock is then only an efficiency aid.
 package recipes
 
 import (

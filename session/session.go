@@ -187,9 +187,8 @@ func (s *Session) Context() context.Context { return s.ctx }
 //
 // Its cause matches coordkit.ErrHoldLost and the reason (ErrSuspended,
 // ErrExpired, coordkit.ErrClosed, ...); HoldEndReason gives the reason
-// alone. A recipe's hold derives its
-// context from it, so the hold's Done is closed as this context ends, not
-// later.
+// alone. A recipe's hold derives its context from it, so the hold is done
+// by the time the session's call that ended this context returns.
 func (s *Session) HoldContext() context.Context {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -45,7 +45,7 @@ type conn struct {
 	mu           sync.Mutex
 	established  bool
 	disconnected bool
-	closeReply   closeReply    // whether the server answered closeSession
+	closeReply   closeReply    // whether the server answered closeSession (its own lock)
 	terminal     bool          // no more state events: a terminal one was sent or Close began
 	stateCh      chan struct{} // closed and replaced on every state change
 	netConn      net.Conn      // the last TCP connection dialled

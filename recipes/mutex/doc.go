@@ -155,9 +155,9 @@
 // ends its holds (by default on Suspended, see package session), the session
 // is lost or closed, or P/owner is deleted or replaced by someone else
 // (recipes.ErrNodeDeleted). When the session's policy ends its holds, the
-// Guard's Done, Err and Context end in that same call (its context is a
-// child of the session's HoldContext), so no Guard of a closing session
-// still looks held once its nodes are deleted. A loss ends the Guard of whichever local
+// Guard's Done, Err and Context end in that same call (its context is a child
+// of the session's HoldContext), so no Guard of a closing session still looks
+// held once its nodes are deleted. A loss ends the Guard of whichever local
 // goroutine holds at that moment; the acquisition is never handed to another
 // local goroutine after it is lost. The lost holder still excludes the other
 // goroutines of its process until it calls Unlock, which deletes P/owner if

@@ -24,11 +24,12 @@ import (
 //
 // The session half costs nothing per grant: no goroutine, no request (the
 // hold's context is a child of the session's hold context, so it ends in
-// the same call that ends the session's). The node half costs a read and a watch on
-// the server and a goroutine, so it starts only when someone asks for it:
-// recipes call Watch from their Guards' Done, Err and Context. A grant whose
-// holder never asks how it is doing (the uncontended lock-work-unlock cycle)
-// therefore costs exactly its create and its delete.
+// the same call that ends the session's). The node half costs a read and a
+// watch on the server and a goroutine, so it starts only when someone asks
+// for it: recipes call Watch from their Guards' Done, Err and Context. A
+// grant whose holder never asks how it is doing (the uncontended
+// lock-work-unlock cycle) therefore costs exactly its create and its
+// delete.
 type Hold struct {
 	sess   *session.Session
 	conn   backend.Conn
