@@ -68,7 +68,11 @@ type Faults interface {
 //     issued while the client is cut off and then healed either succeeds,
 //     and exactly one node with its protected name is there, owned by the
 //     session, or fails with ErrConnectionLoss or the ctx's error (the
-//     outcome unknown), and then at most one such node is there.
+//     outcome unknown), and then at most one such node is there. (The
+//     creates are started on their own goroutines while the client is cut
+//     off and the cut is healed right after; nothing tells the suite that a
+//     driver has sent one, so a create may reach the server only once the
+//     cut has healed.)
 //   - Expire: Events ends with StateExpired (StateDisconnected may come
 //     first, never StateReconnected) and is closed; the session's ephemeral
 //     nodes are gone, as another session and a fresh one see; its armed
