@@ -483,6 +483,8 @@ func (c *conn) Close(ctx context.Context) error {
 		if _, rerr := c.cli.Revoke(ctx, c.lease); rerr != nil && !errors.Is(rerr, rpctypes.ErrLeaseNotFound) {
 			if cerr := ctx.Err(); cerr != nil {
 				rerr = cerr
+			} else if isUnavailable(rerr) {
+				rerr = fmt.Errorf("%w: %w", backend.ErrConnectionLoss, rerr)
 			}
 			err = fmt.Errorf("etcd: close session %s: revoke lease (it expires within %v): %w", c.id, c.ttl, rerr)
 		}
