@@ -32,7 +32,9 @@ var (
 	// may have ended, without its holder releasing it: the session's policy
 	// ended it (a suspension, a loss, Close), or its node was deleted. The
 	// cause of a session's HoldContext matches it as well as the reason, and
-	// so does the Err of every hold; recipes.ErrLost is this error.
+	// so does the Err of every hold that ended without its release;
+	// recipes.ErrLost is this error. A call that got no hold never returns
+	// it.
 	ErrHoldLost = errors.New("coordkit: hold lost")
 )
 

@@ -164,12 +164,13 @@ type Conn interface {
 
 	// Close ends the session: its ephemeral nodes are deleted at once
 	// (ZooKeeper closeSession; etcd lease revoke), bounded by ctx. It is
-	// idempotent. Afterwards every call returns coordkit.ErrClosed and
-	// Events receives StateClosed and is closed. The Conn is closed locally
-	// whatever happens; if the server could not be told (the client is cut
-	// off, ctx ended first), Close returns ErrConnectionLoss or ctx's error,
-	// never nil: the server then keeps the session, and its ephemeral nodes,
-	// until the session times out.
+	// idempotent. Afterwards every call returns coordkit.ErrClosed, and
+	// Events ends with StateClosed (unless it had already ended with
+	// StateExpired). The Conn is closed locally whatever happens; if the
+	// server may not have been told (the client is cut off, ctx ended
+	// first), the first Close returns ErrConnectionLoss or ctx's error,
+	// never nil, and the server may keep the session, and its ephemeral
+	// nodes, until the session times out. Later calls return nil.
 	Close(ctx context.Context) error
 }
 
@@ -586,6 +587,8 @@ var (
 	ErrGuardFailed = errors.New("backend: guard failed")
 	// ErrConnectionLoss: the connection broke with the request in flight;
 	// a write may or may not have been applied. The session may live on.
+	// Conn.Close returns it too when the server may not have been told:
+	// the session and its ephemeral nodes may live on until it times out.
 	ErrConnectionLoss = errors.New("backend: connection loss, outcome unknown")
 	// ErrDataTooLarge: the data exceeds MaxDataSize.
 	ErrDataTooLarge = errors.New("backend: data too large")

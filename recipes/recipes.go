@@ -41,8 +41,9 @@ type Held interface {
 	// Done is closed when the hold ends or may have ended.
 	Done() <-chan struct{}
 	// Err is nil while the hold lasts; afterwards why it ended: ErrReleased,
-	// an error matching ErrLost (and coordkit.ErrSessionLost when the session
-	// is the reason, ErrNodeDeleted when the node went away).
+	// or an error matching ErrLost (and coordkit.ErrSessionLost or
+	// coordkit.ErrClosed when the session is the reason, ErrNodeDeleted
+	// when the node went away).
 	Err() error
 	// Context is cancelled when Done is closed; its cause is Err.
 	Context() context.Context
@@ -67,7 +68,8 @@ var (
 	// ErrLost: a hold ended without its holder releasing it (session
 	// suspended or lost, node deleted). Errors that match it also match the
 	// specific reason. It is coordkit.ErrHoldLost, the cause of a session's
-	// HoldContext.
+	// HoldContext. An error from a Lock or TryLock never matches it: a call
+	// that got no hold wraps the reason alone (session.HoldEndReason).
 	ErrLost = coordkit.ErrHoldLost
 	// ErrNodeDeleted: the holder's node was deleted, or replaced by another
 	// incarnation, by someone other than the holder (an operator, a session

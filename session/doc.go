@@ -13,8 +13,9 @@
 //	  - Suspended: the client lost contact with the server. The session may
 //	    still be alive on the server, or not: nobody can tell yet. ZooKeeper
 //	    reports a disconnect after 2/3 of the session timeout without a
-//	    reply; the etcd driver reports one when keepalive replies stall
-//	    (half the lease TTL by default), well before the lease runs out.
+//	    reply; the etcd driver reports one when keepalive replies stall (by
+//	    default half the TTL, at least TTL/3+800ms, at most 9/10 of it; see
+//	    Bounds), before the lease runs out.
 //	  - Reconnected: contact is back and the same session is alive.
 //	  - Lost: the session is gone. Either the server said so (ZooKeeper
 //	    Expired, etcd lease revoked or not found), or the session stayed

@@ -181,7 +181,8 @@ func (s *Session) Context() context.Context { return s.ctx }
 // HoldContext returns the context a recipe ties a hold (lock, permit,
 // leadership) to: it is cancelled, with the cause, as soon as the session's
 // ErrorPolicy says that holds may be gone, and never comes back, even if the
-// session reconnects. A hold taken after a reconnect gets a fresh one. To
+// session reconnects. A hold taken after a reconnect gets a fresh one
+// (not once Close has begun). To
 // close the race with a suspension, take it before sending the request that
 // decides a grant and check it after the grant.
 //
@@ -195,12 +196,21 @@ func (s *Session) HoldContext() context.Context {
 	return s.hold
 }
 
-// Close ends the session: every hold ends with coordkit.ErrClosed, and then
-// its ephemeral nodes are deleted at once (so that no hold outlives them). ctx bounds the goodbye to the server
-// (with a context that has no deadline, the session timeout bounds it); the
-// session is closed locally whatever the server says. Close is idempotent;
-// it returns the driver's error from the first call, if any (closing a
-// session that is already Lost is not an error).
+// Close ends the session: every live hold ends with an error matching
+// coordkit.ErrClosed (a hold the policy already ended keeps its reason), no
+// new hold epoch starts even if the connection comes back meanwhile, and
+// then the driver asks the server to end the session, which deletes its
+// ephemeral nodes at once (so that no hold outlives them). ctx bounds that
+// goodbye (with a context that has no deadline, the session timeout bounds
+// it); the session is closed locally whatever the server says. If the
+// server could not be told (the client is cut off, or ctx ended first),
+// Close returns an error matching backend.ErrConnectionLoss (ZooKeeper
+// within about a second, the memory driver at once) or ctx's error (etcd,
+// whose client retries the revoke until ctx ends: give Close a short
+// deadline when the server may be unreachable); the server may then keep
+// the session and its ephemeral nodes, lock nodes included, until it times
+// out. Close is idempotent; every call returns the first call's error
+// (closing a session that is already Lost is not an error).
 func (s *Session) Close(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()

@@ -72,7 +72,11 @@
 //     driver stops refreshing the lease and revokes it, best effort, so
 //     ephemeral keys do not linger.
 //   - StateClosed is sent by Conn.Close, which revokes the lease (deleting
-//     the session's ephemeral keys and the marker at once).
+//     the session's ephemeral keys and the marker at once). A client cut
+//     off from the server cannot revoke: etcd's client waits to reconnect
+//     and retries, so Close returns ctx's error once ctx ends (or
+//     backend.ErrConnectionLoss if the client gives up first), and the
+//     lease, with its keys, expires within its TTL.
 //
 // etcd's client ends its keepalive of a lease (closes the keepalive
 // channels and stops refreshing) when the server answers a keepalive with

@@ -146,8 +146,10 @@ func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, err
 }
 
 // Close closes every Conn opened by this driver (each one's goodbye to the
-// server bounded by its session timeout) and makes later Opens fail with
-// coordkit.ErrClosed. It is idempotent.
+// server bounded by its session timeout plus a second) and makes later
+// Opens fail with coordkit.ErrClosed. It returns the Conns' Close errors,
+// joined (backend.ErrConnectionLoss for a session the server may not have
+// been told of). It is idempotent.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	d.closed = true

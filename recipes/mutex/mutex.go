@@ -148,8 +148,13 @@ func (m *Mutex) Lock(ctx context.Context) (*Guard, error) { return m.lock(ctx, f
 // process holds it. (If this session may have left an owner node of its own
 // behind, after a lost reply or a failed delete, the create that finds the
 // node is followed by a read, and by the node's removal and one more create
-// if it is the session's own.) It never queues. Other errors are as for
-// Lock.
+// if it is the session's own.) It never queues. Unlike Lock, it does not
+// wait through a suspension: on a suspended session (under StandardPolicy)
+// it returns at once an error matching session.ErrSuspended, which also
+// matches coordkit.ErrSessionLost although the session may come back (check
+// its State before giving it up). Like every error of Lock and TryLock, it
+// never matches recipes.ErrLost: a call that got no hold lost nothing.
+// Other errors are as for Lock.
 func (m *Mutex) TryLock(ctx context.Context) (*Guard, error) { return m.lock(ctx, true) }
 
 func (m *Mutex) lock(ctx context.Context, try bool) (*Guard, error) {
