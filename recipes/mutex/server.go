@@ -219,20 +219,35 @@ func (s *server) acquire(ctx context.Context, try, queue bool) (*acquisition, er
 // P/owner. It marks a holder's node as contended before it waits for it.
 func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition, error) {
 	var marked int64 // the token of the owner node we marked
+	// deleted: the watch reported P/owner deleted, so the next step is the
+	// create, without reading P/owner first (one round trip less per
+	// handoff); if somebody was quicker, the create finds the node and the
+	// loop reads and watches it again.
+	deleted := false
 	for {
 		epoch, err := s.usable(ctx, false, backoff)
 		if err != nil {
 			return nil, err
 		}
-		n, exists, w, err := s.conn.Watch(ctx, s.owner)
-		if err != nil {
-			if err := s.retry(ctx, err, backoff); err != nil {
-				return nil, err
+		var (
+			n      backend.Node
+			exists bool
+			w      *backend.Watch
+		)
+		if !deleted {
+			n, exists, w, err = s.conn.Watch(ctx, s.owner)
+			if err != nil {
+				if err := s.retry(ctx, err, backoff); err != nil {
+					return nil, err
+				}
+				continue
 			}
-			continue
 		}
-		if !exists {
-			w.Stop()
+		if deleted || !exists {
+			deleted = false
+			if w != nil {
+				w.Stop()
+			}
 			n, p, err := s.createOwner(context.WithoutCancel(ctx))
 			switch {
 			case err == nil:
@@ -275,6 +290,7 @@ func (s *server) head(ctx context.Context, backoff *time.Duration) (*acquisition
 			if ev.Type == backend.EventLost && (errors.Is(ev.Err, coordkit.ErrSessionLost) || errors.Is(ev.Err, coordkit.ErrClosed)) {
 				return nil, ev.Err
 			}
+			deleted = ev.Type == backend.EventDeleted
 		case <-ctx.Done():
 			w.Stop()
 			return nil, ctxErr(ctx)
