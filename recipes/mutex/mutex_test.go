@@ -949,10 +949,10 @@ func TestNoHerd(t *testing.T) {
 		})
 	}
 	// The protocol's cost of one contended handoff: the release (delete by
-	// version, read, delete: 3), the head's wake-up (watch, create, the
-	// hold's watch, deleting its queue node: 4), the next waiter's wake-up
+	// version, read, delete: 3), the head's wake-up (create, the hold's
+	// watch, deleting its queue node: 3; see TestHeadCreatesAtOnce), the next waiter's wake-up
 	// (listing, watch, mark, watch: 4) and the new holder's hold re-arming
-	// after the mark (1): 12 requests; 3 notifications (owner deleted,
+	// after the mark (1): 11 requests; 3 notifications (owner deleted,
 	// predecessor deleted, owner marked). Timing decides how many of these
 	// a handoff needs, so the averages vary a little; a herd would add one
 	// notification and a read per waiter.
@@ -961,4 +961,28 @@ func TestNoHerd(t *testing.T) {
 			t.Errorf("%d waiters: %.2f requests and %.2f watch events per handoff, want at most 13 and 3.5", n, v[0], v[1])
 		}
 	}
+}
+
+// TestHeadCreatesAtOnce: the head of the queue, once its watch reports
+// the owner node deleted, creates it without reading it first: from the
+// holder's Unlock to the end of its grant, the head's session makes two
+// requests, the create and the deletion of its queue node.
+func TestHeadCreatesAtOnce(t *testing.T) {
+	w := newWorld(t)
+	g := lock(t, w.mutex(w.session()))
+	ws := w.session()
+	got := lockAsync(t, w.mutex(ws))
+	waitFor(t, "the head to mark and watch the owner node", func() bool {
+		n, _ := w.owner()
+		return len(w.queued()) == 1 && string(n.Data) == mutex.ContendedMark && w.Drv.SessionStats(ws.ID()).Watches == 1
+	})
+	before := w.Drv.SessionStats(ws.ID()).Requests
+	unlock(t, g)
+	g2 := granted(t, got)
+	waitFor(t, "the head's queue node to go", func() bool { return len(w.queued()) == 0 })
+	if n := w.Drv.SessionStats(ws.ID()).Requests - before; n != 2 {
+		t.Errorf("the head made %d requests from the release to its grant, want 2 (create, delete its queue node)", n)
+	}
+	unlock(t, g2)
+	w.empty()
 }
