@@ -499,8 +499,10 @@ func TestCancelledLockReturnsWhileServerSilent(t *testing.T) {
 		t.Fatalf("first Lock: %v, want Canceled", err)
 	}
 	waitFor(t, "the loop to queue for the second Lock", func() bool {
+		// Its queue node on the server, not only the local waiter: a loop
+		// that has not joined yet has nothing to finish when cancelled.
 		snap := ma.Inspect()
-		return snap.Waiting == 1 && !snap.Finishing
+		return snap.Waiting == 1 && !snap.Finishing && len(w.queued()) == 1
 	})
 	if err := w.Drv.Stall(sa.ID()); err != nil {
 		t.Fatal(err)
