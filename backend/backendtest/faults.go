@@ -611,15 +611,24 @@ func testFaultExpire(e *env) {
 	e.del(obs, keep.Path)
 }
 
+// ephemeralUnderWatch opens an observer session obs and a faulty session
+// f, and makes an ephemeral node eph of f and a persistent node keep of
+// obs; f watches keep (wKeep) and obs watches eph (wEph).
+func (e *env) ephemeralUnderWatch() (obs backend.Conn, f *faulty, eph, keep backend.Node, wKeep, wEph *backend.Watch) {
+	e.t.Helper()
+	obs = e.open()
+	f = e.openFaulty()
+	eph = e.create(f.c, e.path("eph"), "eph", backend.CreateOptions{Ephemeral: true})
+	keep = e.create(obs, e.path("keep"), "keep", backend.CreateOptions{})
+	_, wKeep = e.watchVisible(f.c, keep.Path)
+	_, wEph = e.watchVisible(obs, eph.Path)
+	return obs, f, eph, keep, wKeep, wEph
+}
+
 // testFaultExpireWhileDisconnected: see RunFaults.
 func testFaultExpireWhileDisconnected(e *env) {
-	obs := e.open()
-	f := e.openFaulty()
+	obs, f, eph, keep, wKeep, wEph := e.ephemeralUnderWatch()
 	c := f.c
-	eph := e.create(c, e.path("eph"), "eph", backend.CreateOptions{Ephemeral: true})
-	keep := e.create(obs, e.path("keep"), "keep", backend.CreateOptions{})
-	_, wKeep := e.watchVisible(c, keep.Path)
-	_, wEph := e.watchVisible(obs, eph.Path)
 
 	f.disconnect()
 	e.faults.Expire(e.t, c)
@@ -664,13 +673,8 @@ const closeSlack = 2 * time.Second
 // client has reported the cut (reported) or at once, before it can have
 // noticed.
 func closeWhileCutOff(e *env, reported bool) {
-	obs := e.open()
-	f := e.openFaulty()
+	obs, f, eph, keep, wKeep, wEph := e.ephemeralUnderWatch()
 	c := f.c
-	eph := e.create(c, e.path("eph"), "eph", backend.CreateOptions{Ephemeral: true})
-	keep := e.create(obs, e.path("keep"), "keep", backend.CreateOptions{})
-	_, wKeep := e.watchVisible(c, keep.Path)
-	_, wEph := e.watchVisible(obs, eph.Path)
 
 	if reported {
 		f.disconnect()
