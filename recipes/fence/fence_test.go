@@ -58,17 +58,26 @@ func open(t *testing.T, drv *memory.Driver) *session.Session {
 	return s
 }
 
-func TestSetWritesOnlyWhileHeld(t *testing.T) {
+// twoSessions returns a memory driver, two sessions a and b on it, and
+// the data node /data/config ("v0", made by a), all gone when t ends.
+func twoSessions(t *testing.T) (drv *memory.Driver, a, b *session.Session) {
+	t.Helper()
+	drv = memory.New()
+	t.Cleanup(func() { drv.Close() })
+	a, b = open(t, drv), open(t, drv)
 	ctx := context.Background()
-	drv := memory.New()
-	defer drv.Close()
-	a, b := open(t, drv), open(t, drv)
-	ma, _ := mutex.New(a, "/locks/config")
-	mb, _ := mutex.New(b, "/locks/config")
 	if _, err := a.Conn().Create(ctx, "/data/config", []byte("v0"), backend.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	defer a.Conn().Delete(ctx, "/data/config", backend.AnyVersion)
+	t.Cleanup(func() { a.Conn().Delete(ctx, "/data/config", backend.AnyVersion) })
+	return drv, a, b
+}
+
+func TestSetWritesOnlyWhileHeld(t *testing.T) {
+	ctx := context.Background()
+	drv, a, b := twoSessions(t)
+	ma, _ := mutex.New(a, "/locks/config")
+	mb, _ := mutex.New(b, "/locks/config")
 
 	ga, err := ma.Lock(ctx)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/coordkit/coordkit/backend"
-	"github.com/coordkit/coordkit/backend/memory"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/fence"
 	"github.com/coordkit/coordkit/recipes/mutex"
@@ -37,14 +36,8 @@ func (e entered) GuardedSet(ctx context.Context, gs []backend.Guard, path string
 // order is fixed by the stall, not by timing.
 func TestSetReportsReleaseDuringTheWrite(t *testing.T) {
 	ctx := context.Background()
-	drv := memory.New()
-	defer drv.Close()
-	a, b := open(t, drv), open(t, drv)
+	drv, a, b := twoSessions(t)
 	ma, _ := mutex.New(a, "/locks/config")
-	if _, err := a.Conn().Create(ctx, "/data/config", []byte("v0"), backend.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Conn().Delete(ctx, "/data/config", backend.AnyVersion)
 	ga, err := ma.Lock(ctx)
 	if err != nil {
 		t.Fatal(err)
