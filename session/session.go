@@ -87,12 +87,11 @@ type Session struct {
 	closeErr  error // set once, inside closeOnce
 	loopDone  chan struct{}
 
-	mu       sync.Mutex // guards the fields below; written only by the loop (closing: by Close)
+	mu       sync.Mutex // guards the fields below; written only by the loop
 	state    State
 	err      error
 	hold     context.Context // current hold epoch
 	holdStop context.CancelCauseFunc
-	closing  bool // Close has ended the hold epoch: no new one starts
 	subs     map[*subscriber]struct{}
 }
 
@@ -226,7 +225,6 @@ func (s *Session) Close(ctx context.Context) error {
 		// once they are gone another process can be granted the lock, and
 		// no Guard of this session may still look held then.
 		s.mu.Lock()
-		s.closing = true
 		s.holdStop(holdLost(coordkit.ErrClosed))
 		s.mu.Unlock()
 		err := s.conn.Close(ctx)
@@ -335,7 +333,7 @@ func (s *Session) transition(st State, cause error) {
 	prev := s.state
 	s.state = st
 	endHolds := s.opts.policy(st)
-	if st == StateReconnected && s.hold.Err() != nil && !s.closing {
+	if st == StateReconnected && s.hold.Err() != nil && !s.closeRequested() {
 		// Holds of the last epoch stay ended; new holds get a new epoch
 		// (unless Close has begun: a reconnect the loop sees after that
 		// must not let a hold start while the nodes are being deleted).
@@ -347,6 +345,16 @@ func (s *Session) transition(st State, cause error) {
 	s.publishLocked(Change{State: st, Err: cause, At: s.opts.clock.Now()})
 	s.mu.Unlock()
 	s.log.Info("session state", zap.Stringer("from", prev), zap.Stringer("to", st), zap.Error(cause), zap.Bool("holds_ended", endHolds))
+}
+
+// closeRequested reports whether Close has begun.
+func (s *Session) closeRequested() bool {
+	select {
+	case <-s.closeReq:
+		return true
+	default:
+		return false
+	}
 }
 
 // finish records the terminal state.
