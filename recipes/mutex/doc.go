@@ -103,7 +103,14 @@
 // very session, left over: a create whose reply was lost, or a delete that
 // failed. Queueing behind it would wait forever (the head of the queue
 // would wait for it to go), so when the process has such a doubt it reads
-// P/owner first and removes the node if it is its own.
+// P/owner first and removes the node if it is its own. An attempt that gives
+// up with that doubt (a TryLock whose create got no reply, a Lock whose ctx
+// ended before the outcome was known) leaves the removal to the background:
+// nobody holds such a node, and it would keep every other process waiting
+// for as long as the session lives. Until it is done (retried after
+// connection losses, until the session ends), Inspect reports Finishing,
+// the process's next Lock of the path waits for it, and a TryLock returns
+// recipes.ErrLocked.
 //
 // # Fairness bound
 //

@@ -3,6 +3,7 @@ package mutex_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -190,4 +191,124 @@ func TestLostCreateReplyLeavesNoDeadlock(t *testing.T) {
 		t.Fatalf("both grants have token %d", a)
 	}
 	w.empty()
+}
+
+// An attempt that gives up after its create of the owner node was applied
+// with its reply lost (without stamps the memory driver, like etcd, reports
+// a connection loss for a fixed-path create) has left an owner node of its
+// live session that nobody holds. It must be removed, or every other
+// process waits for it as long as the session lives: the tests below give
+// up in each way an attempt can (a TryLock's one shot, run on the caller's
+// goroutine or detached; a Lock whose ctx ends, alone or through the loop),
+// and check that the node goes while the session lives on.
+
+// TestTryLockWithLostReplyLeavesNothing: A's TryLock gets a connection loss
+// for a create that was applied. A holds nothing, so its node must go, and
+// B then gets the lock.
+func TestTryLockWithLostReplyLeavesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"background", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }},
+		{"cancellable", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), timeout)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			sA := locktest.OpenSession(t, unstampedDriver{w.Drv}, session.WithTTL(time.Minute))
+			sB := locktest.OpenSession(t, unstampedDriver{w.Drv}, session.WithTTL(time.Minute))
+			mA, mB := w.mutex(sA), w.mutex(sB)
+			unlock(t, lock(t, mA)) // the lock's directory exists from now on
+			if err := w.Drv.FailNextReply(sA.ID()); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			if g, err := mA.TryLock(ctx); !errors.Is(err, backend.ErrConnectionLoss) {
+				t.Fatalf("TryLock with its reply lost: guard %v, err %v; want a connection loss", g != nil, err)
+			}
+			waitFor(t, "A's left-over owner node to go", func() bool { _, ok := w.owner(); return !ok })
+			waitFor(t, "A to be done with the path", func() bool { return mA.Inspect() == (mutex.Snapshot{}) })
+			unlock(t, lock(t, mB))
+			w.empty()
+		})
+	}
+}
+
+// TestAbandonedLockWithLostReplyLeavesNothing: A's Lock has its create
+// applied with the reply lost, the connection drops before it can find out,
+// and its ctx ends: Lock returns, and the node of A's session stays only
+// until A can reach the server again. It runs on the solo path (A alone),
+// and through the loop (the attempt of a second goroutine of A, queued
+// behind another process).
+func TestAbandonedLockWithLostReplyLeavesNothing(t *testing.T) {
+	for _, viaLoop := range []bool{false, true} {
+		t.Run(fmt.Sprintf("loop=%v", viaLoop), func(t *testing.T) {
+			w := newWorld(t)
+			sA := locktest.OpenSession(t, unstampedDriver{w.Drv}, session.WithTTL(time.Minute))
+			mA := w.mutex(sA)
+			unlock(t, lock(t, mA)) // the lock's directory exists from now on
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			errs := make(chan error, 1)
+			try := func() {
+				g, err := mA.Lock(ctx)
+				if g != nil {
+					err = fmt.Errorf("granted: %w", g.Unlock(context.Background()))
+				}
+				errs <- err
+			}
+			if viaLoop {
+				// A holds while B waits and a second goroutine of A waits
+				// in the loop. With no local handoff allowed, A's Unlock
+				// lets B in, and the loop queues behind B; once it has
+				// marked B's node, its next write is the create, when B
+				// lets go.
+				mA = w.mutex(sA, mutex.WithMaxLocalHandoffs(0))
+				sB := locktest.OpenSession(t, unstampedDriver{w.Drv}, session.WithTTL(time.Minute))
+				gA := lock(t, mA)
+				bGot := lockAsync(t, w.mutex(sB))
+				waitFor(t, "B to mark A's node", func() bool { o, ok := w.owner(); return ok && string(o.Data) == mutex.ContendedMark })
+				go try()
+				waitFor(t, "A's second Lock to wait in the loop", func() bool { return mA.Inspect().Waiting == 1 })
+				unlock(t, gA)
+				gB := granted(t, bGot)
+				waitFor(t, "the loop's acquirer to mark B's node", func() bool {
+					o, ok := w.owner()
+					return ok && o.Owner == sB.ID() && string(o.Data) == mutex.ContendedMark
+				})
+				if err := w.Drv.FailNextReply(sA.ID()); err != nil {
+					t.Fatal(err)
+				}
+				unlock(t, gB)
+			} else {
+				if err := w.Drv.FailNextReply(sA.ID()); err != nil {
+					t.Fatal(err)
+				}
+				go try()
+			}
+			waitFor(t, "A's create, whose reply was lost", func() bool { o, ok := w.owner(); return ok && o.Owner == sA.ID() })
+			if err := w.Drv.Disconnect(sA.ID()); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			if err := <-errs; !errors.Is(err, context.Canceled) {
+				t.Fatalf("abandoned Lock: %v, want context.Canceled", err)
+			}
+			if o, ok := w.owner(); !ok || o.Owner != sA.ID() || !mA.Inspect().Finishing {
+				t.Fatalf("while A is cut off: owner node %+v (exists %v), A's state %+v; want A's node, still to be removed", o, ok, mA.Inspect())
+			}
+			if err := w.Drv.Reconnect(sA.ID()); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "A's left-over owner node to go", func() bool { _, ok := w.owner(); return !ok })
+			waitFor(t, "A to be done with the path", func() bool { return mA.Inspect() == (mutex.Snapshot{}) })
+			if sA.Err() != nil {
+				t.Fatalf("A's session ended: %v", sA.Err())
+			}
+			w.empty()
+		})
+	}
 }

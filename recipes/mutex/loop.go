@@ -192,6 +192,7 @@ const (
 	held                   // acq is granted to holder
 	checking               // acq is held by nobody while a checker asks the server whether another process waits
 	releasing              // a releaser deletes the owner node
+	clearing               // a failed attempt may have left an owner node: a helper removes it (server.clearLeftover)
 	handover               // a solo goroutine owns the server state; the loop waits for its adoptMsg
 )
 
@@ -234,6 +235,7 @@ const (
 	acquired workKind = iota
 	checked
 	released
+	cleared
 )
 
 // workResult is what a helper reports when it is done.
@@ -476,6 +478,19 @@ func (p *pathState) onWork(w workResult) {
 			// which fails them itself if the session has ended.
 			p.failAll(w.err)
 		}
+		if p.srv.mayHaveLeftover() {
+			// The attempt may have left an owner node nobody holds:
+			// remove it before anything else of this process runs on
+			// the path.
+			p.phase = clearing
+			p.spawn(func() {
+				p.srv.clearLeftover()
+				p.work <- workResult{kind: cleared}
+			})
+			return
+		}
+		p.startAcquire(false)
+	case cleared:
 		p.startAcquire(false)
 	case checked:
 		if w.contended {
@@ -593,14 +608,15 @@ type Snapshot struct {
 	Token int64
 	// Finishing reports whether the process is still at the server for the
 	// lock on behalf of no waiting goroutine: an attempt whose Lock has
-	// returned (its ctx ended) or a release. Until it is done the process
+	// returned (its ctx ended), a release, or the removal of an owner node
+	// that a failed attempt may have left. Until it is done the process
 	// may still have nodes of the lock on the server.
 	Finishing bool
 }
 
 func (p *pathState) snapshot() Snapshot {
 	s := Snapshot{Held: p.holder != nil, Waiting: len(p.waiters),
-		Finishing: p.phase == releasing || (p.phase == acquiring && p.acqCancelled)}
+		Finishing: p.phase == releasing || p.phase == clearing || (p.phase == acquiring && p.acqCancelled)}
 	if p.tryReq != nil {
 		s.Waiting++
 	}

@@ -327,6 +327,41 @@ func (s *server) removeLeftover(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// clearLeftover removes the owner node of this session that an attempt which
+// gave up may have left (the registry suspects one: a create whose reply was
+// lost, from a TryLock's one shot or from a Lock whose ctx ended before the
+// outcome was known). Nobody holds such a node, yet it would keep every other
+// process waiting for as long as the session lives. It retries after
+// connection losses until it knows, or the session ends (which takes the node
+// with it). Its caller keeps the path's state registered meanwhile, so that
+// no acquisition of this process runs beside it: removeLeftover deletes any
+// owner node of this session.
+func (s *server) clearLeftover() {
+	var backoff time.Duration
+	for s.sess.Err() == nil && s.reg.suspect(s.path) {
+		ctx, cancel := context.WithTimeout(s.sess.Context(), s.sess.Timeout())
+		_, err := s.removeLeftover(ctx)
+		cancel()
+		switch {
+		case err == nil, sessionEnded(err):
+			return
+		case !retryable(err):
+			// The next acquisition of the path reads P/owner first.
+			s.log.Warn("could not remove a left-over owner node of this session", zap.Error(err))
+			return
+		}
+		if retry.Wait(s.sess.Context(), s.sess, &backoff) != nil {
+			return // the session ended
+		}
+	}
+}
+
+// mayHaveLeftover reports whether an attempt that failed may have left an
+// owner node of this live session (see clearLeftover).
+func (s *server) mayHaveLeftover() bool {
+	return s.sess.Err() == nil && s.reg.suspect(s.path)
+}
+
 // dropLeftover deletes n, an owner node of this session that no acquisition
 // holds (see removeLeftover), and the pins next to it, and clears the
 // suspicion.

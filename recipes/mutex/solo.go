@@ -35,7 +35,7 @@ const (
 	soloAcquiring                  // in Lock, at the server
 	soloHolding                    // its Guard holds
 	soloReleasing                  // its Guard's Unlock deletes the owner node
-	soloFinishing                  // its Lock has returned; the attempt goes on in the background
+	soloFinishing                  // its Lock has returned; the attempt, or the removal of what it may have left, goes on in the background
 )
 
 // adoptMsg hands the solo goroutine's state to the loop. Exactly one of
@@ -159,6 +159,14 @@ func (p *pathState) soloAcquired(ctx context.Context, m *Mutex, try bool, op str
 		p.spawn(func() { p.soloAbandoned(acq) })
 		return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, ctxErr(ctx))
 	}
+	if err != nil && p.srv.mayHaveLeftover() {
+		// The attempt may have left an owner node nobody holds: it is
+		// removed in the background, and the state stays registered
+		// until then (Snapshot.Finishing).
+		p.soloFinishing()
+		p.spawn(func() { p.soloAbandoned(nil) })
+		return nil, fmt.Errorf("mutex: %s %s: %w", op, m.path, err)
+	}
 	next := soloNone
 	if acq != nil {
 		next = soloHolding
@@ -197,7 +205,9 @@ func (p *pathState) soloFinishing() {
 func (p *pathState) soloAbandoned(acq *acquisition) {
 	if acq == nil {
 		// Nothing to release, and nothing learnt: what the process
-		// remembers of the path stays as it is.
+		// remembers of the path stays as it is. But the attempt may
+		// have left an owner node (see server.clearLeftover).
+		p.srv.clearLeftover()
 		p.soloEnded(false, false)
 		return
 	}
