@@ -278,7 +278,7 @@ type pathState struct {
 	acq          *acquisition
 	holder       *Guard
 	contended    bool       // the last release saw another process waiting
-	unlockReply  chan error // the Unlock waiting for the running release
+	unlockReply  chan error // the Unlock waiting for the running check or release
 }
 
 func (p *pathState) run() {
@@ -434,13 +434,14 @@ func (p *pathState) unlock(g *Guard, reply chan error) {
 			answer(reply, nil)
 			return
 		}
-		// Bound reached: is another process waiting?
+		// Bound reached: is another process waiting? The Unlock waits
+		// for the answer: if one is, it returns once the release is done.
 		p.phase = checking
+		p.unlockReply = reply
 		p.spawn(func() {
 			contended := p.srv.check(acq)
 			p.work <- workResult{kind: checked, contended: contended}
 		})
-		answer(reply, nil)
 		return
 	}
 	p.startRelease(reply)
@@ -496,10 +497,13 @@ func (p *pathState) onWork(w workResult) {
 		if w.contended {
 			p.acq.flagged = true
 		}
+		reply := p.unlockReply
+		p.unlockReply = nil
 		if w.contended || p.acq.hold.Err() != nil || len(p.waiters) == 0 || p.sess.Err() != nil {
-			p.startRelease(nil)
+			p.startRelease(reply)
 			return
 		}
+		answer(reply, nil)
 		p.acq.handoffs = 0
 		p.grant(p.popWaiter())
 	case released:

@@ -298,11 +298,14 @@ func (g *Guard) Fences() []backend.Guard {
 // Unlock releases this goroutine's hold: Err becomes recipes.ErrReleased
 // and the lock passes to the next waiting goroutine of the process, or, if
 // none waits (or the bound of WithMaxLocalHandoffs is reached and another
-// process waits), is released on the server. In the latter case Unlock
-// returns once the owner node is deleted: ctx bounds that wait (if ctx is
-// already done, the session timeout does) but not the release, which goes on
-// (retried after a connection loss until it is done or the session ends) and
-// completes before this process acquires the lock again.
+// process waits), is released on the server. At the bound Unlock first
+// asks the server whether another process waits (one round trip) and
+// returns with the answer if none does. When the lock is released on the
+// server, Unlock returns once the owner node is deleted: ctx bounds that
+// wait (if ctx is already done, the session timeout does) but not the
+// release, which goes on (retried after a connection loss until it is done
+// or the session ends) and completes before this process acquires the lock
+// again.
 //
 // If the hold had already been lost (Err matches recipes.ErrLost), Unlock
 // still deletes the owner node if it is still there and returns nil. A

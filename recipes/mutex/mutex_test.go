@@ -424,6 +424,56 @@ func TestLocalHandoffsAreBounded(t *testing.T) {
 	w.empty()
 }
 
+// TestUnlockAtTheBoundWaitsForTheRelease: at the bound of local handoffs,
+// with another process waiting, Unlock hands the lock to the server and
+// returns only once the owner node is deleted, as documented (not at once,
+// with the check and the release still to come). A's server stalls while
+// it unlocks: an Unlock that returned while the stall held would find A's
+// node still there.
+func TestUnlockAtTheBoundWaitsForTheRelease(t *testing.T) {
+	w := newWorld(t)
+	sa, sb := w.session(), w.session()
+	ma, mb := w.mutex(sa, mutex.WithMaxLocalHandoffs(0)), w.mutex(sb)
+	ga := lock(t, ma)
+	next := lockAsync(t, ma)
+	waitFor(t, "A's second goroutine to wait locally", func() bool { return ma.Inspect().Waiting == 1 })
+	bGot := lockAsync(t, mb)
+	waitFor(t, "B to mark A's node", func() bool { n, ok := w.owner(); return ok && string(n.Data) == mutex.ContendedMark })
+	if err := w.Drv.Stall(sa.ID()); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		err   error
+		owner backend.Node
+		held  bool
+	}
+	unlocked := make(chan outcome, 1)
+	go func() {
+		err := ga.Unlock(context.Background())
+		n, ok := w.owner()
+		unlocked <- outcome{err, n, ok}
+	}()
+	waitFor(t, "A's check to reach the stalled server", func() bool { return w.Drv.Stalled(sa.ID()) > 0 })
+	if err := w.Drv.Unstall(sa.ID()); err != nil {
+		t.Fatal(err)
+	}
+	o := <-unlocked
+	if o.err != nil {
+		t.Fatalf("Unlock: %v", o.err)
+	}
+	if o.held && o.owner.Token == ga.Token() {
+		t.Fatalf("Unlock returned while A's owner node (token %d) was still there", ga.Token())
+	}
+	gb := granted(t, bGot)
+	unlock(t, gb)
+	g := granted(t, next)
+	if g.Token() <= gb.Token() {
+		t.Fatalf("A's next token %d not above B's %d", g.Token(), gb.Token())
+	}
+	unlock(t, g)
+	w.empty()
+}
+
 // TestFairnessAcrossSoloAcquisitions: a process whose one goroutine locks
 // and unlocks in a loop (each acquisition on the solo path, with no local
 // state left between them) must not starve a process waiting at the head
