@@ -60,6 +60,10 @@ type conn struct {
 	started   chan struct{} // closed when start has returned: zk and zkEvents are set, or start failed
 	closeDone chan struct{} // Close has finished
 
+	// leases holds, per fixed path, the create of it whose outcome is not
+	// known yet (see leasePath). Guarded by mu.
+	leases map[string]chan struct{}
+
 	wg     sync.WaitGroup // every goroutine of ours that calls go-zookeeper
 	runner *detach.Runner // where goTracked runs them; its idle goroutine exits once dead is closed
 	events *backend.EventQueue
@@ -397,6 +401,53 @@ func (c *conn) goTracked(f func()) bool {
 	return true
 }
 
+// leasePath waits until no other create of path by this Conn is
+// unresolved, and makes the caller's the one: until release is called,
+// other creates of path wait here. A create of a fixed path (not protected,
+// not sequential) holds the lease from before it is sent until its outcome
+// is known, also when a background goroutine has to find that out
+// (cleanupPending, abandonedCreate): those tell the create's node from
+// others by its path and owner alone, so a later create of the same path by
+// this Conn must not run meanwhile, or they would take its node for the
+// first one's and delete it. It returns ctx's error if ctx ends first, and
+// the Conn's if the Conn dies.
+func (c *conn) leasePath(ctx context.Context, path string) (release func(), err error) {
+	c.mu.Lock()
+	for {
+		held := c.leases[path]
+		if held == nil {
+			break
+		}
+		c.mu.Unlock()
+		select {
+		case <-held:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.bgCtx.Done():
+			if err := c.usable(); err != nil {
+				return nil, err
+			}
+			return nil, coordkit.ErrClosed
+		}
+		c.mu.Lock()
+	}
+	if c.leases == nil {
+		c.leases = map[string]chan struct{}{}
+	}
+	mine := make(chan struct{})
+	c.leases[path] = mine
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.leases, path)
+			c.mu.Unlock()
+			close(mine)
+		})
+	}, nil
+}
+
 type result[T any] struct {
 	v   T
 	err error
@@ -411,15 +462,23 @@ type result[T any] struct {
 // that can never be done (context.Background) runs f on the caller's
 // goroutine: no goroutine to start and no hop back.
 func do[T any](ctx context.Context, c *conn, f func(z *zk.Conn) (T, error), abandoned func(T, error)) (T, error) {
+	v, _, err := doAbandonable(ctx, c, f, abandoned)
+	return v, err
+}
+
+// doAbandonable is do, and also reports whether the call was abandoned: ctx
+// ended first, and abandoned (if not nil) will receive the result.
+func doAbandonable[T any](ctx context.Context, c *conn, f func(z *zk.Conn) (T, error), abandoned func(T, error)) (T, bool, error) {
 	var zero T
 	if err := c.usable(); err != nil {
-		return zero, err
+		return zero, false, err
 	}
 	if err := ctx.Err(); err != nil {
-		return zero, err
+		return zero, false, err
 	}
 	if ctx.Done() == nil {
-		return f(c.zk)
+		v, err := f(c.zk)
+		return v, false, err
 	}
 	ch := make(chan result[T], 1)
 	var claimed atomic.Bool
@@ -433,17 +492,17 @@ func do[T any](ctx context.Context, c *conn, f func(z *zk.Conn) (T, error), aban
 			abandoned(v, err)
 		}
 	}) {
-		return zero, coordkit.ErrClosed
+		return zero, false, coordkit.ErrClosed
 	}
 	select {
 	case r := <-ch:
-		return r.v, r.err
+		return r.v, false, r.err
 	case <-ctx.Done():
 		if claimed.CompareAndSwap(false, true) {
-			return zero, ctx.Err()
+			return zero, true, ctx.Err()
 		}
 		r := <-ch
-		return r.v, r.err
+		return r.v, false, r.err
 	}
 }
 

@@ -221,6 +221,58 @@ func TestRetriedDeleteSparesAnotherSessionsNode(t *testing.T) {
 	}
 }
 
+// TestLaterCreateWaitsForTheCleanup: a create of a fixed path is swallowed
+// and its caller gives up (ctx ends); the Conn must then find out in the
+// background whether it was applied, and delete its node if so, telling the
+// node by its path and owner. The caller creates the same path again while
+// that is unresolved: the second create must wait for the cleanup, which
+// would otherwise find the second create's node, take it for the first
+// one's and delete it under its holder.
+func TestLaterCreateWaitsForTheCleanup(t *testing.T) {
+	e := newZKEnv(t)
+	const path = "/fixed2/owner"
+	eph := backend.CreateOptions{Ephemeral: true}
+	if _, err := e.c.Create(context.Background(), "/fixed2", nil, backend.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.g.blackhole()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := e.c.Create(ctx, path, nil, eph); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("swallowed create: %v, want its ctx's deadline", err)
+	}
+	type outcome struct {
+		n   backend.Node
+		err error
+	}
+	second := make(chan outcome, 1)
+	go func() {
+		n, err := e.c.Create(context.Background(), path, nil, eph)
+		second <- outcome{n, err}
+	}()
+	e.g.cut()
+	if !waitUntil(5*time.Second, e.c.isDisconnected) {
+		t.Fatal("the session did not report the disconnection")
+	}
+	e.g.heal()
+	var o outcome
+	select {
+	case o = <-second:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second create did not return after the session reconnected")
+	}
+	if o.err != nil {
+		t.Fatalf("second create: %v", o.err)
+	}
+	if !waitUntil(15*time.Second, func() bool { return e.logged(createResolved) > 0 }) {
+		t.Fatal("the first create was never resolved")
+	}
+	got, err := e.obs.Get(context.Background(), path)
+	if err != nil || got.Token != o.n.Token {
+		t.Fatalf("the second create's node (token %d): %+v, %v; the cleanup of the first one deleted it", o.n.Token, got, err)
+	}
+}
+
 // TestLookupSkipsThePin: after a lost reply, the lookup of a protected
 // stamped create finds the node, never its pin (a sibling that starts with
 // the same protected prefix), whatever order the server lists them in.

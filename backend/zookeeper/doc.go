@@ -118,15 +118,20 @@
 // own "_c_<uuid>-" name (plus a sequence suffix if sequential; never the
 // pin of a stamped create, which starts with the same prefix) as its node;
 // for a non-protected ephemeral node with a fixed path, reads the path and
-// takes the node as its own if the owner is this session. (So do not
-// create one fixed path from two goroutines on one Conn at once: after a
-// lost reply, one create could take the other's node for its own. The
-// recipes never do: the mutex makes one acquisition per session and path
-// at a time.) If no node is found the create is retried. Other creates return backend.ErrConnectionLoss. If the caller's
-// ctx ends while a create's outcome is unknown or after it succeeded but
-// before Create returns, the driver deletes the node in the background
-// (as long as the session lives), so a failed Create leaves nothing
-// behind.
+// takes the node as its own if the owner is this session. If no node is
+// found the create is retried. Other creates return
+// backend.ErrConnectionLoss. If the caller's ctx ends while a create's
+// outcome is unknown or after it succeeded but before Create returns, the
+// driver deletes the node in the background (as long as the session
+// lives), so a failed Create leaves nothing behind.
+//
+// Since a fixed-path node is told apart only by its owner, creates of one
+// fixed path on one Conn take turns: each holds the path from before it is
+// sent until its outcome is known, also when that is found out in the
+// background after its caller gave up. A later create of the path waits
+// (bounded by its ctx), so neither takes the other's node for its own, and
+// the background delete of a failed create never removes the node of a
+// later one.
 //
 // # Watches
 //

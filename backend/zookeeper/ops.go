@@ -62,6 +62,26 @@ type createReq struct {
 	pin          string
 	stamped      bool
 	stampVersion int32
+	// handOff, for a create of a fixed path, releases the path's lease
+	// (see leasePath) once the create's outcome is known. createLoop
+	// calls it when it returns, unless a background goroutine took it
+	// over (handedOff).
+	handOff   func()
+	handedOff bool
+}
+
+// fixedPath reports whether the create's node is told apart from others
+// of the same path by its owner alone (see leasePath).
+func (r *createReq) fixedPath() bool { return r.prefix == "" && !r.opts.Sequential }
+
+// resolveLater runs cleanupPending for r on a tracked goroutine, which
+// takes the path's lease over.
+func (c *conn) resolveLater(r *createReq) {
+	release := r.handOff
+	r.handedOff = c.goTracked(func() {
+		defer release()
+		c.cleanupPending(r)
+	})
 }
 
 // childrenResult is the outcome of a Children call.
@@ -352,12 +372,25 @@ func (c *conn) create(ctx context.Context, op, path string, data []byte, opts ba
 // createLoop creates r.full, creating missing parents as containers and
 // resolving creates whose outcome a connection loss hid.
 func (c *conn) createLoop(ctx context.Context, r *createReq) (backend.Node, bool, error) {
+	r.handOff = func() {}
+	if r.fixedPath() {
+		release, err := c.leasePath(ctx, r.full)
+		if err != nil {
+			return backend.Node{}, false, err
+		}
+		r.handOff = release
+		defer func() {
+			if !r.handedOff {
+				release()
+			}
+		}()
+	}
 	pending := false // a create was sent and its outcome is unknown
 	var last error
 	for attempt := 0; attempt < maxCreateAttempts; attempt++ {
 		if pending {
 			if err := c.waitConnected(ctx); err != nil {
-				c.goTracked(func() { c.cleanupPending(r) })
+				c.resolveLater(r)
 				return backend.Node{}, false, err
 			}
 			n, found, err := c.lookup(ctx, r)
@@ -371,7 +404,7 @@ func (c *conn) createLoop(ctx context.Context, r *createReq) (backend.Node, bool
 				continue
 			default:
 				if ctx.Err() != nil {
-					c.goTracked(func() { c.cleanupPending(r) })
+					c.resolveLater(r)
 				}
 				return backend.Node{}, false, err
 			}
@@ -403,7 +436,7 @@ func (c *conn) createLoop(ctx context.Context, r *createReq) (backend.Node, bool
 		}
 	}
 	if pending {
-		c.goTracked(func() { c.cleanupPending(r) })
+		c.resolveLater(r)
 	}
 	return backend.Node{}, false, last
 }
@@ -496,7 +529,9 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 		}
 		return out, err
 	}
-	out, err := do(ctx, c, send, func(out created, err error) {
+	release := r.handOff
+	out, abandoned, err := doAbandonable(ctx, c, send, func(out created, err error) {
+		defer release()
 		switch {
 		case !r.opts.Sequential && stampParent:
 			c.abandonedCreate(r, r.full, 0, err)
@@ -508,6 +543,9 @@ func (c *conn) createOnce(ctx context.Context, r *createReq) (backend.Node, bool
 			c.abandonedCreate(r, out.path, 0, err)
 		}
 	})
+	if abandoned {
+		r.handedOff = true // to abandonedCreate
+	}
 	if stampParent && errors.Is(err, zk.ErrNoAuth) && len(out.res) >= 2 && errors.Is(out.res[len(out.res)-1].Error, zk.ErrNoAuth) {
 		// Not allowed to write the parent: create without the stamp, now
 		// and from now on (a CreateStamped returns ErrNoStamp: nothing was
@@ -568,6 +606,10 @@ func (c *conn) abandonedCreate(r *createReq, path string, version int32, err err
 	}
 }
 
+// createResolved is what cleanupPending logs once it knows whether the create
+// was applied.
+const createResolved = "resolved a create whose outcome was lost"
+
 // cleanupPending finds and deletes the node of a create whose outcome is
 // unknown and whose caller has gone. It runs on a tracked goroutine and,
 // like deleteUntilGone, retries through connection loss (waiting for the
@@ -581,6 +623,7 @@ func (c *conn) cleanupPending(r *createReq) {
 		}
 		n, found, err := c.lookup(c.bgCtx, r)
 		if err == nil {
+			c.log.Debug(createResolved, zap.String("path", r.full), zap.Bool("applied", found))
 			if found {
 				c.deleteUntilGone(n.Path, zkVersion(n.Version), r.opts.Sequential || r.opts.Protected)
 			}
