@@ -128,8 +128,15 @@ func (w *openingWatch) read(ctx context.Context, get func(...clientv3.OpOption) 
 			err = ctx.Err()
 		}
 	}
-	if err == nil && start > resp.Header.Revision {
+	var floor int64 // the revision the read reflects
+	if err == nil {
+		floor = resp.Header.Revision
+	}
+	if err == nil && start > floor {
+		// A read at a past revision reports the store's current revision
+		// in its header, not the one it read at: the floor is start.
 		resp, err = get(clientv3.WithRev(start))
+		floor = start
 	}
 	if err == nil && !w.setup() {
 		err = ctx.Err()
@@ -139,7 +146,7 @@ func (w *openingWatch) read(ctx context.Context, get func(...clientv3.OpOption) 
 		w.Stop()
 		return nil, err
 	}
-	w.floor <- resp.Header.Revision
+	w.floor <- floor
 	return resp, nil
 }
 
