@@ -669,6 +669,24 @@ func testFaultCloseRightAfterCut(e *env) { closeWhileCutOff(e, false) }
 // closeSlack is how much longer than its ctx a Close may take to return.
 const closeSlack = 2 * time.Second
 
+// closing waits until c's Close has begun: its calls return
+// coordkit.ErrClosed. path is a node c can read.
+func (e *env) closing(c backend.Conn, path string) {
+	e.t.Helper()
+	deadline := time.Now().Add(e.s.opts.Timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := c.Get(ctx, path)
+		cancel()
+		if errors.Is(err, coordkit.ErrClosed) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("Close has not begun within %v (Get: %v)", e.s.opts.Timeout, err)
+		}
+	}
+}
+
 // closeWhileCutOff closes a session cut off from the server, once its
 // client has reported the cut (reported) or at once, before it can have
 // noticed.
@@ -687,6 +705,14 @@ func closeWhileCutOff(e *env, reported bool) {
 	closed := make(chan error, 1)
 	begin := time.Now()
 	go func() { closed <- c.Close(ctx) }()
+	// A Close while the first one waits for the server returns nil,
+	// whatever its ctx: only the first reports whether the server was told.
+	e.closing(c, keep.Path)
+	ended, end := context.WithCancel(context.Background())
+	end()
+	if err := c.Close(ended); err != nil {
+		e.t.Errorf("a Close, with its ctx done, while the first waits for the server: %v, want nil", err)
+	}
 	timer := time.NewTimer(e.s.opts.Timeout)
 	defer timer.Stop()
 	var err error

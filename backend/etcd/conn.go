@@ -454,20 +454,22 @@ func (c *conn) watchMarker(rev int64) {
 // Close revokes the lease, bounded by ctx, which deletes the session's
 // ephemeral keys and its marker, then ends the session's goroutines and
 // sends StateClosed. A revoke cut off by ctx leaves the lease to expire
-// within its TTL. Close is idempotent.
+// within its TTL. Close is idempotent: a later call waits for the first,
+// bounded by its ctx, and returns nil.
 func (c *conn) Close(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	c.mu.Lock()
 	if c.closeStarted {
+		// Only the first Close reports whether the server was told; a
+		// later one waits for it, bounded by its ctx, and returns nil.
 		c.mu.Unlock()
 		select {
 		case <-c.closed:
-			return nil
 		case <-ctx.Done():
-			return fmt.Errorf("etcd: close session %s: %w", c.id, ctx.Err())
 		}
+		return nil
 	}
 	c.closeStarted = true
 	wasAlive := c.dead == nil
