@@ -16,7 +16,9 @@ import (
 // slower with every acquisition since the last compaction.
 //
 // A key is taken back only after a Delete by its Conn found it gone, so two
-// live nodes of a Conn never share a key. A key whose create found it
+// live nodes of a Conn never share a key, and never after a Delete whose
+// outcome was unknown (see retire), so a late delete never meets a newer
+// node. A key whose create found it
 // already there (someone else re-created it) is dropped for good. The pool
 // forgets a base once none of its keys is live (unless one was dropped), so
 // its size follows the Conn's live nodes, not every path it ever used.
@@ -122,8 +124,16 @@ func (p *namePool) release(key string) {
 	p.free[s.base] = append(p.free[s.base], s.n)
 }
 
+// retire keeps key from ever being handed out again: a Delete of it failed
+// with its outcome unknown (a reply lost, a request timed out), and such a
+// request may still be applied later, after a later Delete has found the
+// key gone: had the key gone to a new node of the Conn meanwhile, the late
+// delete would remove that node.
+func (p *namePool) retire(key string) { p.drop(key) }
+
 // drop forgets key without making it free again: its create found a node
-// there that the pool cannot account for.
+// there that the pool cannot account for, or a delete of it may still be
+// applied (retire).
 func (p *namePool) drop(key string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -522,6 +522,7 @@ func (c *conn) Delete(ctx context.Context, path string, version int64) error {
 		// key was there.
 		resp, err := c.cli.Delete(octx, path)
 		if err != nil {
+			c.names.retire(path)
 			return c.fail(ctx, "delete", path, err)
 		}
 		c.names.release(path)
@@ -532,6 +533,7 @@ func (c *conn) Delete(ctx context.Context, path string, version int64) error {
 	}
 	resp, err := c.commit(octx, versionCompares(path, version), []*pb.RequestOp{deleteReq(path)}, []*pb.RequestOp{getReq(path)})
 	if err != nil {
+		c.names.retire(path)
 		return c.fail(ctx, "delete", path, err)
 	}
 	if resp.Succeeded {

@@ -36,6 +36,9 @@ type fakeStore struct {
 	kvs    map[string]*mvccpb.KeyValue
 	leases map[clientv3.LeaseID]int64 // id → TTL
 	nextID clientv3.LeaseID
+	// loseDelete, if set, says which DeleteRange requests are applied and
+	// then answered Unavailable (the reply was lost).
+	loseDelete func(key string) bool
 }
 
 func newFakeStore() *fakeStore {
@@ -178,6 +181,9 @@ func (s *fakeStore) DeleteRange(_ context.Context, r *pb.DeleteRangeRequest, _ .
 	n := s.deleteLocked(r)
 	if n > 0 {
 		s.rev++
+	}
+	if s.loseDelete != nil && s.loseDelete(string(r.Key)) {
+		return nil, errLost
 	}
 	return &pb.DeleteRangeResponse{Header: s.header(), Deleted: n}, nil
 }
@@ -848,4 +854,41 @@ func (s *fakeStore) rangeLockedCopy(prefix string) []*mvccpb.KeyValue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.rangeLocked(&pb.RangeRequest{Key: []byte(prefix), RangeEnd: []byte(clientv3.GetPrefixRangeEnd(prefix))}).Kvs
+}
+
+// TestNameRetiredAfterADeleteWithItsOutcomeUnknown: a Delete of a queue
+// node whose reply was lost may still be applied later (a request in
+// transit when the connection broke). A second Delete that finds the node
+// gone must not make its name free again: a later create given that name
+// would be removed by the late delete.
+func TestNameRetiredAfterADeleteWithItsOutcomeUnknown(t *testing.T) {
+	e := newFakeEnv(t)
+	c := e.open(t)
+	ctx := context.Background()
+	n, _, err := c.CreateAndList(ctx, "/q/lock-", nil, queueJoin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.store.mu.Lock()
+	e.store.loseDelete = func(key string) bool { return key == n.Path }
+	e.store.mu.Unlock()
+	if err := c.Delete(ctx, n.Path, backend.AnyVersion); !errors.Is(err, backend.ErrConnectionLoss) {
+		t.Fatalf("Delete with its reply lost: %v, want ErrConnectionLoss", err)
+	}
+	e.store.mu.Lock()
+	e.store.loseDelete = nil
+	e.store.mu.Unlock()
+	if err := c.Delete(ctx, n.Path, backend.AnyVersion); !errors.Is(err, backend.ErrNoNode) {
+		t.Fatalf("second Delete: %v, want ErrNoNode (the first was applied)", err)
+	}
+	again, _, err := c.CreateAndList(ctx, "/q/lock-", nil, queueJoin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Path == n.Path {
+		t.Fatalf("the name %s of a node whose delete had its outcome unknown was handed out again", n.Path)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
