@@ -477,3 +477,51 @@ func BenchmarkFairlock_ZooKeeper_RawCreateDelete(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cycles/s")
 }
+
+// TestFairlockTryLockCutOffZooKeeper: a TryLock on a ZooKeeper session whose
+// connection is cut (under session.SessionPolicy, so the Suspended session
+// can still hold) returns ErrConnectionLoss at once, long before the session
+// timeout, instead of waiting for a reconnect (go-zookeeper would queue its
+// create until then). Once the connection is back, TryLock takes the lock.
+func TestFairlockTryLockCutOffZooKeeper(t *testing.T) {
+	addrs := sharedZK.Get(t).Addrs()
+	proxy := integration.NewZooKeeperProxy(t, addrs[0])
+	o := openObserved(t, openZooKeeperDriver(t, []string{proxy.Addr()}), session.WithTTL(lockTTL), session.WithErrorPolicy(session.SessionPolicy))
+	path := flPath(t)
+	l := flLock(t, o.s, path)
+	// The lock's directory exists, and the client is warm.
+	g, err := l.TryLock(context.Background())
+	if err != nil {
+		t.Fatalf("TryLock while connected: %v", err)
+	}
+	mustUnlock(t, g)
+
+	// A blackhole alone is noticed only when a read times out (2/3 of the
+	// session timeout); reset too, and the client notices at once and
+	// redials into the blackhole.
+	proxy.Blackhole()
+	proxy.DropConnections()
+	o.await(session.StateSuspended, lockTTL)
+	t0 := time.Now()
+	g, err = l.TryLock(context.Background())
+	took := time.Since(t0)
+	if g != nil {
+		g.Unlock(context.Background())
+	}
+	if !errors.Is(err, backend.ErrConnectionLoss) {
+		t.Fatalf("TryLock on a cut-off session after %v: %v, want ErrConnectionLoss", took.Round(time.Millisecond), err)
+	}
+	if took >= o.s.Timeout() {
+		t.Fatalf("TryLock on a cut-off session took %v, not before the session timeout %v", took.Round(time.Millisecond), o.s.Timeout())
+	}
+	t.Logf("TryLock on a cut-off session: %v after %v", err, took.Round(time.Millisecond))
+
+	proxy.Unblackhole()
+	o.await(session.StateReconnected, lockBound)
+	g, err = l.TryLock(context.Background())
+	if err != nil {
+		t.Fatalf("TryLock after the reconnect: %v", err)
+	}
+	mustUnlock(t, g)
+	flAwaitChildren(t, observerConn(t, openZooKeeperDriver(t, addrs)), path, 0)
+}

@@ -48,13 +48,18 @@
 // which takes every key under the prefix.) Do not keep other keys directly
 // below a lock's path on etcd: they would take part as holders.
 //
-// The ZooKeeper sequence counter is a signed 32-bit number that wraps after
-// 2^31 creations in one directory. The queue is ordered with serial-number
-// arithmetic (backend.SeqLess, through backend.SortBySeq on the lock's own
-// nodes only, so that foreign children cannot disturb it), which is correct
-// across the wrap while the live nodes of one path span fewer than 2^31
-// creations; container parents
-// are removed by the server once empty, which restarts the counter. (Curator
+// The ZooKeeper sequence number of a node is its directory's cversion, a
+// signed 32-bit counter that moves by one on every change of the child
+// list: every create and every delete of a child. A queue node that comes
+// and goes moves it by 2, and it wraps after 2^31 changes. The queue is
+// ordered with serial-number arithmetic (backend.SeqLess, through
+// backend.SortBySeq on the lock's own nodes only, so that foreign children
+// cannot disturb it), which is correct across the wrap while the live nodes
+// of one path span fewer than 2^31 child-list changes: from the create of
+// the oldest live node to that of the newest, fewer than about 2^30 nodes
+// may come and go. Beyond that the order is wrong, and a new node can be
+// granted while the oldest still holds (see Limits). Container parents are
+// removed by the server once empty, which restarts the counter. (Curator
 // compares the suffix as a string and gets the order wrong after a wrap; a
 // mixed Go and Java queue is only as good as Curator there.)
 //
@@ -71,7 +76,9 @@
 // never succeeds on a session whose hold epoch ended between its create and
 // its grant. Under session.StandardPolicy a Lock started while the session
 // is suspended fails at once (call it again once the session has
-// reconnected); under session.SessionPolicy it waits for the reconnect
+// reconnected), and so does a Lock whose create is still on its way when the
+// session is suspended (the node, if the create made one, is deleted once
+// the create's outcome is known); under session.SessionPolicy it waits for the reconnect
 // (a TryLock does not: it returns backend.ErrConnectionLoss at once).
 //
 // A held Guard ends — Done is closed, Err says why, Context is cancelled —
@@ -93,6 +100,18 @@
 //     disconnect, and learns that the server expired its session only when
 //     the local timer declares the session lost, which can be after the
 //     server granted the lock to someone else.
+//   - On ZooKeeper, a hold must not outlast about 2^30 other nodes coming
+//     and going in its directory (2^31 changes of the child list, see
+//     Layout): each TryLock that finds the lock taken and each Lock that
+//     gives up while it waits creates and deletes a node, moving the
+//     counter by 2. One long hold probed by 10,000 TryLock calls a second
+//     reaches the limit in about 30 hours, after which a TryLock or Lock
+//     can be granted while the hold lasts. A Lock that waits instead moves
+//     the counter once while the hold lasts. This is a
+//     limit of ZooKeeper's sequential nodes that Curator's
+//     InterProcessMutex shares (it goes wrong as soon as the counter wraps
+//     with nodes live on both sides). etcd's create revisions are 64-bit
+//     and do not wrap.
 //   - The lock is not reentrant: a second Lock from the same process, even
 //     from the goroutine that holds the lock, queues behind the first and
 //     waits for it to be unlocked (a self-deadlock if the holder waits for

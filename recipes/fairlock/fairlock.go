@@ -111,10 +111,14 @@ func (l *Lock) Lock(ctx context.Context) (*Guard, error) {
 // TryLock takes the lock if nobody holds it or waits for it, and otherwise
 // returns recipes.ErrLocked without waiting. Either way it costs one
 // CreateAndList; when the lock is taken, it deletes its node again before it
-// returns (one more round trip), leaving nothing behind. It never waits for
-// the server either: on a suspended session (under session.SessionPolicy,
-// which lets a Lock wait for the reconnect) it returns an error matching
-// backend.ErrConnectionLoss at once. Other errors are as for Lock.
+// returns (one more round trip), leaving nothing behind. It does not wait
+// for a reconnect either: on a suspended session (under
+// session.SessionPolicy, which lets a Lock wait for the reconnect) it
+// returns an error matching backend.ErrConnectionLoss at once, without
+// sending anything, and so it does when its create fails with a connection
+// loss. (A create already sent when the connection drops is waited for, as
+// in Lock: under session.SessionPolicy until the reconnect, or until the
+// session is lost.) Other errors are as for Lock.
 func (l *Lock) TryLock(ctx context.Context) (*Guard, error) {
 	return l.acquire(ctx, false)
 }
@@ -151,10 +155,13 @@ func (l *Lock) acquire(ctx context.Context, block bool) (*Guard, error) {
 // fails a Lock under session.StandardPolicy) it waits for the reconnect and
 // queues again, and it panics if the Lock fails otherwise (the session was
 // lost or closed, its node was deleted), as etcd's concurrency.NewLocker
-// does. Its Unlock releases the oldest Guard its Lock took; it panics if it
-// holds none or the release fails, except for a release not confirmed
-// because the connection is down (the node is deleted once it is back, or
-// with the session). Prefer Lock and Guard, which report errors and loss.
+// does. Its Unlock releases the oldest Guard its Lock took (Guard.Unlock
+// with context.Background()). It panics if it holds none, or if the server
+// refuses the delete; never because of the connection or the session: a
+// hold that was lost, a session that ended (the node went with it), and a
+// release not confirmed because the connection is down (the node is deleted
+// once it is back, or with the session) all return normally. Prefer Lock and
+// Guard, which report errors and loss.
 func (l *Lock) Locker() sync.Locker { return &locker{l: l} }
 
 type locker struct {
@@ -197,9 +204,21 @@ func (k *locker) Unlock() {
 	g := k.held[0]
 	k.held = k.held[1:]
 	k.mu.Unlock()
-	if err := g.Unlock(context.Background()); err != nil && !errors.Is(err, backend.ErrConnectionLoss) {
+	// Guard.Unlock returns nil once the session has ended; the session
+	// errors are tolerated here too, so that no path through a loss of the
+	// session can panic.
+	if err := g.Unlock(context.Background()); err != nil && !unconfirmed(err) &&
+		!errors.Is(err, coordkit.ErrSessionLost) && !errors.Is(err, coordkit.ErrClosed) {
 		panic(err)
 	}
+}
+
+// unconfirmed reports whether err says that a delete did not reach the
+// server, or that its outcome is unknown: it is retried in the background,
+// or made by the server when the session ends.
+func unconfirmed(err error) bool {
+	return errors.Is(err, backend.ErrConnectionLoss) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled)
 }
 
 // Guard is one grant of the lock. It implements recipes.Held. It is safe for
@@ -244,15 +263,18 @@ func (g *Guard) Fences() []backend.Guard { return []backend.Guard{g.Fence()} }
 
 // Unlock releases the lock: it ends the hold (Err becomes
 // recipes.ErrReleased) and deletes exactly the guard's node (its protected,
-// sequential name is no other node's while it exists). ctx
-// bounds the delete; if ctx is already done (the guard's own Context, say)
-// the delete runs under a context that cannot end, bounded by the driver,
-// which ends a call when the connection or the session is lost. A second Unlock
-// returns recipes.ErrReleased; a nil ctx returns an error matching
+// sequential name is no other node's while it exists). ctx bounds the
+// delete; if ctx is already done (the guard's own Context, say) the delete
+// runs under a context that cannot end, bounded by the driver, which ends a
+// call when the connection or the session is lost. A second Unlock returns
+// recipes.ErrReleased; a nil ctx returns an error matching
 // coordkit.ErrInvalidArgument and releases nothing.
 //
 // If the hold had already been lost (Err matches recipes.ErrLost), Unlock
-// still deletes the node if it is there, and returns nil. If the delete
+// still deletes the node if it is there, and returns nil. If the session
+// has ended, also when the driver reports that (the server expired the
+// session, say) before the session and the Guard have noticed, the node went
+// with it and Unlock returns nil, as for a lost hold. If the delete
 // cannot reach the server, it is retried in the background once the session
 // reconnects (the server deletes the node anyway when the session ends);
 // Unlock then returns an error (matching backend.ErrConnectionLoss, or
@@ -270,7 +292,7 @@ func (g *Guard) Unlock(ctx context.Context) error {
 		g.lock.log.Debug("released", zap.String("node", g.node.Path), zap.Bool("was_live", live), zap.Bool("deleted", gone))
 		return nil
 	}
-	if errors.Is(err, backend.ErrConnectionLoss) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	if unconfirmed(err) {
 		return fmt.Errorf("fairlock: unlock %s: not confirmed; the node is deleted once the session reconnects, or by the server when the session ends: %w", g.lock.path, err)
 	}
 	return fmt.Errorf("fairlock: unlock %s: %w", g.lock.path, err)

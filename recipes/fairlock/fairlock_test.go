@@ -520,8 +520,24 @@ func TestWaiterSuspended(t *testing.T) {
 func TestWaiterSurvivesDisconnectUnderSessionPolicy(t *testing.T) {
 	e := newEnv(t)
 	c := e.contest(session.WithErrorPolicy(session.SessionPolicy))
+	// The waiter watches its own node and the holder's.
+	locktest.Eventually(t, bound, "the waiter's watches armed", func() bool { return e.Drv.SessionStats(c.ws.ID()).Watches == 2 })
 	e.suspend(c.ws)
+	fired := e.Drv.SessionStats(c.ws.ID()).WatchEvents
 	locktest.MustUnlock(t, c.holder)
+	// The server has notified the release (held back until the reconnect)
+	// and the waiter still waits: its node is queued, and it has stopped
+	// neither watch (a wait that ends stops both).
+	locktest.Eventually(t, bound, "the release notified to the waiter", func() bool {
+		st := e.Drv.SessionStats(c.ws.ID())
+		if st.Watches != 2 {
+			t.Fatalf("the waiter holds %d watches while disconnected, want 2: it stopped waiting", st.Watches)
+		}
+		return st.WatchEvents > fired
+	})
+	if kids := e.Children(dir); len(kids) != 1 {
+		t.Fatalf("children after the release: %v, want the waiter's node", locktest.Names(kids))
+	}
 	waiting(t, "while disconnected", c.waiter)
 	e.Reconnect(c.ws)
 	r := recv(t, c.waiter, "reconnected waiter")
@@ -938,32 +954,50 @@ func TestLocker(t *testing.T) {
 
 // TestLockerThroughSuspension: a sync.Locker cannot return an error, so on
 // a brief disconnect its Lock waits for the reconnect instead of panicking
-// (under session.StandardPolicy a Lock fails while suspended), and its
-// Unlock does not panic on a release the disconnect leaves unconfirmed
-// (under session.SessionPolicy the Guard still holds then).
+// (under session.StandardPolicy a Lock fails while suspended) and then
+// queues again, and its Unlock does not panic on a release the disconnect
+// leaves unconfirmed (under session.SessionPolicy the Guard still holds
+// then).
 func TestLockerThroughSuspension(t *testing.T) {
 	e := newEnv(t)
+	holder := e.acquire()
 	s := e.Session()
 	lk := e.lock(s).Locker()
-	e.suspend(s)
 	locked := make(chan any, 1)
 	go func() {
 		defer func() { locked <- recover() }()
 		lk.Lock()
 	}()
+	first := e.awaitChildren(2)[1] // the Locker's node, behind the holder
+	locktest.Eventually(t, bound, "the Locker's watches armed", func() bool { return e.Drv.SessionStats(s.ID()).Watches == 2 })
+	e.suspend(s)
+	// The suspension ends the Lock's wait (it stops both watches) ...
+	locktest.Eventually(t, bound, "the Locker's wait ended", func() bool { return e.Drv.SessionStats(s.ID()).Watches == 0 })
+	e.Reconnect(s)
+	// ... and the Locker queues again once the session is back, behind the
+	// holder, where it must still wait.
+	locktest.Eventually(t, bound, "the Locker queued again after the reconnect", func() bool {
+		select {
+		case p := <-locked:
+			t.Fatalf("Locker.Lock returned before the holder released (panic %v)", p)
+		default:
+		}
+		kids := e.Children(dir)
+		return len(kids) == 2 && kids[1].Path != first.Path
+	})
 	select {
 	case p := <-locked:
-		t.Fatalf("Locker.Lock on a suspended session returned (panic %v)", p)
+		t.Fatalf("Locker.Lock returned while queued behind the holder (panic %v)", p)
 	default:
 	}
-	e.Reconnect(s)
+	locktest.MustUnlock(t, holder)
 	select {
 	case p := <-locked:
 		if p != nil {
 			t.Fatalf("Locker.Lock panicked: %v", p)
 		}
 	case <-time.After(bound):
-		t.Fatal("Locker.Lock did not return after the reconnect")
+		t.Fatal("Locker.Lock did not return after the release")
 	}
 	awaitNotSuspended(t, s)
 	lk.Unlock()
@@ -984,10 +1018,20 @@ func TestLockerThroughSuspension(t *testing.T) {
 func TestLockDuringDisconnectUnderSessionPolicy(t *testing.T) {
 	e := newEnv(t)
 	s := e.Session(session.WithErrorPolicy(session.SessionPolicy))
+	// A client that queues its requests while disconnected (go-zookeeper
+	// does; here the stalled server holds them): the Lock sends its create,
+	// which reaches the server only after the reconnect, and waits for it.
+	if err := e.Drv.Stall(s.ID()); err != nil {
+		t.Fatal(err)
+	}
 	e.suspend(s)
 	ch := lockAsync(context.Background(), e.lock(s))
-	waiting(t, "while disconnected", ch)
+	locktest.Eventually(t, bound, "the create sent", func() bool { return e.Drv.Stalled(s.ID()) == 1 })
+	waiting(t, "while its create waits for the reconnect", ch)
 	e.Reconnect(s)
+	if err := e.Drv.Unstall(s.ID()); err != nil {
+		t.Fatal(err)
+	}
 	r := recv(t, ch, "Lock after the reconnect")
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -1049,4 +1093,123 @@ func TestNodeDataChanged(t *testing.T) {
 func awaitNotSuspended(t *testing.T, s *session.Session) {
 	t.Helper()
 	locktest.Eventually(t, bound, "the session to process its reconnect", func() bool { return s.State() != session.StateSuspended })
+}
+
+// TestLockSuspendedWhileCreating: under the standard policy a Lock whose
+// create is on its way when the session is suspended returns the
+// suspension at once, without waiting for the server; the node the create
+// makes once the server answers is deleted.
+func TestLockSuspendedWhileCreating(t *testing.T) {
+	e := newEnv(t)
+	s := e.Session()
+	if err := e.Drv.Stall(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	ch := lockAsync(context.Background(), e.lock(s))
+	locktest.Eventually(t, bound, "the create sent", func() bool { return e.Drv.Stalled(s.ID()) == 1 })
+	e.suspend(s)
+	select {
+	case r := <-ch:
+		if !errors.Is(r.err, session.ErrSuspended) || errors.Is(r.err, recipes.ErrLost) {
+			t.Fatalf("Lock suspended while creating: %v, want ErrSuspended, not ErrLost", r.err)
+		}
+	case <-time.After(bound):
+		e.Reconnect(s)
+		e.Drv.Unstall(s.ID())
+		if r := recv(t, ch, "Lock after the unstall"); r.g != nil {
+			r.g.Unlock(context.Background())
+		}
+		t.Fatalf("Lock did not return within %v of the suspension", bound)
+	}
+	// The create reaches the server after the reconnect and makes a node,
+	// which the goroutine that waited for it deletes.
+	e.Reconnect(s)
+	before := e.Drv.SessionStats(s.ID()).Requests
+	if err := e.Drv.Unstall(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	locktest.Eventually(t, bound, "the create and the delete of its node", func() bool {
+		return e.Drv.SessionStats(s.ID()).Requests >= before+2
+	})
+	e.awaitChildren(0)
+}
+
+// TestTryLockSuspendedSendsNothing: under the session policy a TryLock on a
+// suspended session returns ErrConnectionLoss at once, without sending its
+// create, even to a client that would queue the request until the
+// reconnect (go-zookeeper; here the stalled server).
+func TestTryLockSuspendedSendsNothing(t *testing.T) {
+	e := newEnv(t)
+	s := e.Session(session.WithErrorPolicy(session.SessionPolicy))
+	if err := e.Drv.Stall(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	e.suspend(s)
+	done := make(chan error, 1)
+	go func() {
+		g, err := e.lock(s).TryLock(context.Background())
+		if g != nil {
+			g.Unlock(context.Background())
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, backend.ErrConnectionLoss) {
+			t.Fatalf("TryLock on a suspended session: %v, want ErrConnectionLoss", err)
+		}
+	case <-time.After(bound):
+		e.Reconnect(s)
+		e.Drv.Unstall(s.ID())
+		<-done
+		t.Fatalf("TryLock on a suspended session did not return within %v", bound)
+	}
+	if n := e.Drv.Stalled(s.ID()); n != 0 {
+		t.Fatalf("TryLock on a suspended session sent %d calls", n)
+	}
+	e.Reconnect(s)
+	if err := e.Drv.Unstall(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	awaitNotSuspended(t, s)
+	g, err := e.lock(s).TryLock(context.Background())
+	if err != nil {
+		t.Fatalf("TryLock after the reconnect: %v", err)
+	}
+	locktest.MustUnlock(t, g)
+	e.awaitChildren(0)
+}
+
+// TestUnlockAfterServerExpiry: Unlock right after the server expired the
+// session, typically before the session has processed the expiry (the
+// driver already answers the delete with ErrSessionLost): the node went with
+// the session, so Guard.Unlock returns nil, as for a lost hold, and the
+// Locker's Unlock does not panic.
+func TestUnlockAfterServerExpiry(t *testing.T) {
+	e := newEnv(t)
+	for i := range 20 {
+		s := e.Session()
+		g := locktest.MustLock(t, bound, e.lock(s))
+		e.Expire(s)
+		if err := g.Unlock(context.Background()); err != nil {
+			t.Fatalf("round %d: Unlock after the server expired the session: %v", i, err)
+		}
+		if !errors.Is(g.Err(), recipes.ErrReleased) && !errors.Is(g.Err(), recipes.ErrLost) {
+			t.Fatalf("round %d: guard after Unlock: %v", i, g.Err())
+		}
+
+		s2 := e.Session()
+		lk := e.lock(s2).Locker()
+		lk.Lock()
+		e.Expire(s2)
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("round %d: Locker.Unlock after the server expired the session panicked: %v", i, p)
+				}
+			}()
+			lk.Unlock()
+		}()
+	}
+	e.awaitChildren(0)
 }

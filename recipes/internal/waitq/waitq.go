@@ -15,12 +15,16 @@
 // with its cause instead of granting a hold that may already be gone.
 //
 // The create runs under a context of its own, detached from the caller's
-// (bounded by the session timeout and cancelled when the session ends), so
-// that a caller who gives up while the create is in flight never leaves a node
-// behind: the goroutine that waits for the create's outcome deletes the node
-// if the caller has gone. A create that fails with a connection loss (the
-// drivers have already recovered a lost reply by the protected prefix) is
-// sent again once the session has reconnected, as long as the epoch lasts.
+// and never cancelled (the drivers end a call when the connection or the
+// session is lost), so that its outcome is always known; Join waits for it
+// only while ctx and the hold epoch both last. A caller who gives up, or
+// whose epoch ends (a suspension under session.StandardPolicy), while the
+// create is in flight returns at once and never leaves a node behind: the
+// goroutine that waits for the create's outcome deletes the node if the
+// caller has gone. A create that fails with a connection loss (the drivers
+// have already recovered a lost reply by the protected prefix) is sent again
+// once the session has reconnected, as long as the epoch lasts; a TryJoin
+// neither sends on a suspended session nor waits for a reconnect.
 //
 // # Waiting
 //
@@ -51,11 +55,16 @@
 // The members are ordered with backend.SortBySeq after the listing is
 // filtered: by sequence number on ZooKeeper, in an order that agrees with
 // serial-number arithmetic (backend.SeqLess) while the live members span less
-// than 2^31 creations, so a wrapped counter still sorts correctly; by create
-// revision on etcd. Sorting the members alone, not the whole listing, means
-// that no foreign child (a persistent "job-0000000003" made early in the
-// directory's life, say, antipodal to the members after the counter wrapped)
-// can change the members' relative order.
+// than 2^31 changes of the directory's child list, so a wrapped counter
+// still sorts correctly; by create revision on etcd. (ZooKeeper's sequence
+// number is the parent's cversion, which every create and every delete of a
+// child moves: a node that joins and leaves costs 2, so the bound is about
+// 2^30 nodes coming and going while the oldest member lives, such as
+// TryJoins against a long hold. Past it the order, and a mutex's exclusion,
+// are wrong; Curator shares the limit.) Sorting the members alone, not the
+// whole listing, means that no foreign child (a persistent "job-0000000003"
+// made early in the directory's life, say, antipodal to the members after
+// the counter wrapped) can change the members' relative order.
 package waitq
 
 import (
@@ -99,9 +108,9 @@ type Spec struct {
 	Decide func(queue []backend.Node, ours int) int
 	// Log receives debug lines and warnings. Nil logs nothing.
 	Log *zap.Logger
-	// Runner runs the create of a Join whose ctx can end, so that Join can
-	// return at ctx's end while the create waits for the server (see
-	// package detach). Nil starts a goroutine for each such create.
+	// Runner runs the create of a Join, so that Join can return at the end
+	// of its ctx or of the hold epoch while the create waits for the server
+	// (see package detach). Nil starts a goroutine for each create.
 	Runner *detach.Runner
 }
 
@@ -164,18 +173,25 @@ type Entry struct {
 }
 
 // Join creates the participant's node and lists the queue (one
-// CreateAndList). epoch is taken from the session before the create. On
-// error nothing is left behind: a node whose create completed after ctx
-// ended is deleted by the goroutine that waited for it. A connection loss
-// before the node exists is waited out (the session reconnects) as long as
-// the hold epoch lasts.
+// CreateAndList). The hold epoch is taken from the session before the
+// create, and Join returns when ctx or the epoch ends, also while the create
+// is in flight (the error wraps ctx.Err(), or the epoch's cause, which
+// matches coordkit.ErrSessionLost or coordkit.ErrClosed). On error nothing
+// is left behind: a node whose create completed after Join returned is
+// deleted by the goroutine that waited for it. A connection loss before the
+// node exists is waited out (the session reconnects) as long as the hold
+// epoch lasts.
 func Join(ctx context.Context, s *session.Session, spec *Spec) (*Entry, error) {
 	return join(ctx, s, spec, true)
 }
 
-// TryJoin is Join for a caller that must not wait (a TryLock): a
-// connection loss is returned at once (it matches backend.ErrConnectionLoss)
-// instead of being waited out.
+// TryJoin is Join for a caller that must not wait (a TryLock): on a session
+// that is suspended (and can still hold, as under session.SessionPolicy) it
+// returns an error matching backend.ErrConnectionLoss at once, without
+// sending anything (a ZooKeeper client would queue the create until the
+// reconnect), and a connection loss during the create is returned at once
+// instead of being waited out. A create already in flight when the
+// connection drops is still waited for, as long as ctx and the epoch last.
 func TryJoin(ctx context.Context, s *session.Session, spec *Spec) (*Entry, error) {
 	return join(ctx, s, spec, false)
 }
@@ -194,6 +210,9 @@ func join(ctx context.Context, s *session.Session, spec *Spec, await bool) (*Ent
 	}
 	if ctx.Err() != nil {
 		return nil, ctxErr(ctx)
+	}
+	if !await && s.State() == session.StateSuspended {
+		return nil, fmt.Errorf("waitq: join %s: session suspended, nothing sent: %w", spec.Dir, backend.ErrConnectionLoss)
 	}
 	e := &Entry{spec: spec, sess: s, conn: s.Conn(), log: log, epoch: epoch}
 	var (
@@ -236,21 +255,24 @@ type created struct {
 	err  error
 }
 
-// create runs CreateAndList under a context detached from ctx: the create
-// is never cut off, so its outcome is always known (the drivers end a call
-// when the session ends). If ctx ends first, create returns at once and the
-// goroutine that waits for the outcome deletes the node, if one was made.
-// (A context that can never end, as the detached one, also lets the
-// ZooKeeper driver run the call on that goroutine rather than start its own.)
+// create runs CreateAndList under a context detached from ctx and from the
+// epoch: the create is never cut off, so its outcome is always known (the
+// drivers end a call when the connection or the session is lost). create
+// waits for it only while ctx and the epoch both last: if either ends first
+// (the caller gives up, or the session is suspended under
+// session.StandardPolicy), create returns at once, with the error of the one
+// that ended, and the goroutine that waits for the outcome deletes the node,
+// if one was made. (A context that can never end, as the detached one, also
+// lets the ZooKeeper driver run the call on that goroutine rather than start
+// its own.)
 func (e *Entry) create(ctx context.Context) (backend.Node, []backend.Node, error) {
 	path := backend.Join(e.spec.Dir, e.spec.Name)
 	opts := backend.CreateOptions{Ephemeral: true, Sequential: true, Protected: true}
-	if ctx.Done() == nil {
-		// Never cancelled: nothing to detach from.
-		return e.conn.CreateAndList(ctx, path, e.spec.Data, opts)
-	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(e.epoch, func() { cancel(session.HoldEndReason(e.epoch)) })()
 	cctx := context.WithoutCancel(ctx)
-	r, ok := detach.Call(ctx, e.spec.Runner, func() created {
+	r, ok := detach.Call(wctx, e.spec.Runner, func() created {
 		n, kids, err := e.conn.CreateAndList(cctx, path, e.spec.Data, opts)
 		return created{n, kids, err}
 	}, func(r created) {
@@ -261,7 +283,10 @@ func (e *Entry) create(ctx context.Context) (backend.Node, []backend.Node, error
 		}
 	})
 	if !ok {
-		return backend.Node{}, nil, ctxErr(ctx)
+		if err := e.stopped(ctx); err != nil {
+			return backend.Node{}, nil, err
+		}
+		return backend.Node{}, nil, ctxErr(wctx)
 	}
 	return r.n, r.kids, r.err
 }
@@ -510,8 +535,12 @@ func (e *Entry) Leave() {
 // that attempt cannot tell whether the node is gone (connection loss, ctx
 // ended), Remove goes on in the background, retrying once the session
 // reconnects, until the delete is done or the session ends (the server then
-// deletes the node, which is ephemeral). Remove reports whether the node is
-// known to be gone when it returns, and the first attempt's error, if any.
+// deletes the node, which is ephemeral). A delete that fails because the
+// session has ended (an error matching coordkit.ErrSessionLost or
+// coordkit.ErrClosed, which the driver can return before the session has
+// processed the end) counts as done: the node went with the session. Remove
+// reports whether the node is known to be gone when it returns, and the
+// first attempt's error, if any (nil when it is gone).
 func Remove(ctx context.Context, s *session.Session, n backend.Node, log *zap.Logger) (gone bool, err error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -533,10 +562,10 @@ func Remove(ctx context.Context, s *session.Session, n backend.Node, log *zap.Lo
 			// a retry that finds the node gone is a success.
 			err = Delete(ctx, s.Conn(), n)
 		}
-		if err == nil {
-			return true, nil
-		}
-		if s.Err() != nil {
+		if err == nil || sessionEnded(err) || s.Err() != nil {
+			// Deleted, or gone with the session: the driver can report the
+			// session's end (expired on the server, closed) before the
+			// session's loop has processed it.
 			return true, nil
 		}
 		if !retryable(err) {
@@ -560,7 +589,7 @@ func removeUntilSessionEnds(s *session.Session, n backend.Node, log *zap.Logger)
 		ctx, cancel := context.WithTimeout(s.Context(), s.Timeout())
 		err := Delete(ctx, s.Conn(), n)
 		cancel()
-		if err == nil {
+		if err == nil || sessionEnded(err) {
 			return
 		}
 		if !retryable(err) {
@@ -575,6 +604,12 @@ func removeUntilSessionEnds(s *session.Session, n backend.Node, log *zap.Logger)
 	}
 }
 
+// sessionEnded reports whether err says the session has ended, which
+// deletes its ephemeral nodes.
+func sessionEnded(err error) bool {
+	return errors.Is(err, coordkit.ErrSessionLost) || errors.Is(err, coordkit.ErrClosed)
+}
+
 // retryable reports whether a delete may succeed later on the same session.
 func retryable(err error) bool {
 	return errors.Is(err, backend.ErrConnectionLoss) || errors.Is(err, context.DeadlineExceeded) ||
@@ -584,9 +619,10 @@ func retryable(err error) bool {
 // Delete deletes n, a queue node; a node already gone is not an error.
 // Queue nodes have protected, sequential names that no other node takes
 // while they exist (ZooKeeper never reuses a sequence number below a
-// parent; the etcd driver hands a name out again only after its own delete
-// of it), so the delete needs no version: on etcd it is a plain DeleteRange,
-// as concurrency.Mutex's Unlock, without the compare of a Txn.
+// parent; the etcd driver hands a name out again only after a delete of it
+// whose outcome it knows, never after one whose reply was lost), so the
+// delete needs no version: on etcd it is a plain DeleteRange, as
+// concurrency.Mutex's Unlock, without the compare of a Txn.
 func Delete(ctx context.Context, c backend.Conn, n backend.Node) error {
 	err := c.Delete(ctx, n.Path, backend.AnyVersion)
 	if errors.Is(err, backend.ErrNoNode) {
