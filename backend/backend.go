@@ -125,7 +125,8 @@ type Conn interface {
 	// Children lists the direct children of parent in creation order (see
 	// Node.Seq; on ZooKeeper, children without a sequence suffix come last,
 	// by name). Only Name, Path, Seq and Sequential are set on the returned
-	// nodes, and Token where the listing carries it (etcd; 0 on ZooKeeper):
+	// nodes, and Token where the listing carries it (etcd; 0 on ZooKeeper
+	// and in the memory driver):
 	// a node name can be used again after its node is deleted (the etcd
 	// driver recycles its sequential names), so a caller that watches a
 	// listed node compares Token, where set, to tell incarnations apart. A
@@ -355,7 +356,8 @@ type Node struct {
 	// Token is the fencing token of this incarnation of the node: the
 	// ZooKeeper czxid or the etcd create revision. It grows with every node
 	// created anywhere in the cluster, so a later grant has a larger token.
-	// Zero from Children.
+	// In a listing (Children, WatchChildren, CreateAndList's), set on etcd
+	// only: 0 on ZooKeeper and in the memory driver.
 	Token int64
 	// Version is an opaque stamp of the node's current data: pass it back
 	// to Set, Delete or a Guard to make the write conditional. (ZooKeeper
@@ -374,8 +376,12 @@ type Node struct {
 // a path that is never re-created, such as a sequential or protected node);
 // if Version is not AnyVersion, its Version must equal it.
 type Guard struct {
-	Path    string
-	Token   int64
+	// Path is the node the guard checks.
+	Path string
+	// Token, if non-zero, is the incarnation the node must be (Node.Token;
+	// ZooKeeper cannot compare it, see above).
+	Token int64
+	// Version, if not AnyVersion, is the version the node must have.
 	Version int64
 }
 
@@ -386,7 +392,10 @@ func GuardOf(n Node) Guard { return Guard{Path: n.Path, Token: n.Token, Version:
 // with sequence b. ZooKeeper's per-parent counter is a signed 32-bit number
 // that wraps from 2147483647 to -2147483648, so values are compared with
 // serial-number arithmetic (RFC 1982): correct as long as the live siblings
-// span less than 2^31 creations. etcd revisions are 64-bit and never wrap.
+// span less than 2^31. The counter is the parent's cversion, which moves on
+// every create and every delete of a child, so that is 2^31 changes of the
+// child list (about 2^30 nodes created and deleted) between the oldest and
+// the newest, not 2^31 creations. etcd revisions are 64-bit and never wrap.
 // SeqLess is not transitive over values spanning 2^31 or more: sort siblings
 // with SortBySeq, never with SeqLess.
 func SeqLess(a, b int64) bool {
@@ -404,8 +413,9 @@ func SeqLess(a, b int64) bool {
 // is not transitive over values spanning 2^31 or more, so a sort by it can
 // misplace any node, also between two that SeqLess orders correctly). It
 // agrees with SeqLess on every pair whenever the sequential nodes span less
-// than 2^31 (on ZooKeeper: fewer than 2^31 creations between the oldest and
-// the newest); beyond that it is still a deterministic total order:
+// than 2^31 (on ZooKeeper: fewer than 2^31 changes of the parent's child
+// list, creates and deletes both, between the oldest and the newest; see
+// SeqLess); beyond that it is still a deterministic total order:
 //
 //   - If every Seq fits in int32 (ZooKeeper's counter), the values are placed
 //     on the 2^32 circle and read starting just after the largest gap between
@@ -500,6 +510,7 @@ func (s ConnState) Terminal() bool { return s == StateExpired || s == StateClose
 
 // ConnEvent is one state change of a Conn.
 type ConnEvent struct {
+	// State is the Conn's new state.
 	State ConnState
 	// Err says why, for StateDisconnected and StateExpired (may be nil).
 	Err error
@@ -544,7 +555,9 @@ func (t EventType) String() string {
 
 // WatchEvent is what a Watch delivers.
 type WatchEvent struct {
+	// Type says what happened.
 	Type EventType
+	// Path is the watched path (the parent, for WatchChildren).
 	Path string
 	Err  error // set for EventLost
 }

@@ -39,9 +39,10 @@
 // # Bounds (T is the session timeout)
 //
 //   - Suspended: ZooKeeper at most 2/3·T after the last server reply; etcd
-//     at the SuspendAfter of the etcd driver (by default T/2, at least
-//     T/3+800ms, at most 9/10·T) after the last keepalive reply.
-//   - Lost by the local timer: the LostAfter option (T by default) after
+//     at the etcd driver's suspend-after period (etcd.WithSuspendAfter; by
+//     default T/2, at least T/3+800ms, at most 9/10·T) after the last
+//     keepalive reply.
+//   - Lost by the local timer: WithLostAfter (T by default) after
 //     Suspended. Lost from the server: when the driver hears of it — for a
 //     revoked etcd lease within one round trip (the driver watches a
 //     session marker key); for an expired ZooKeeper session at reconnect.

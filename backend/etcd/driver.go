@@ -36,16 +36,18 @@ func WithLogger(l *zap.Logger) Option {
 }
 
 // WithSuspendAfter sets how long a session may go without a keepalive reply
-// before its Conn reports StateDisconnected. It must be positive and at most
-// 9/10 of the TTL passed to Open (the rest covers the reply's travel time:
-// the server renewed the lease before the reply left, and the session must
-// report Disconnected before the lease can expire). The default is half the granted TTL, but at
-// least TTL/3+800ms (etcd's client sends a keepalive every TTL/3, checked on
-// a 500ms tick, so shorter values would report spurious disconnections;
-// the 300ms over that are for the reply's travel and a loaded machine) and
-// at most 9/10 of the TTL (which wins below a TTL of about 1.4s: such short
-// TTLs leave no room for a loaded machine; etcd's default minimum TTL is
-// 2s).
+// before its Conn reports StateDisconnected. Zero means the default below; a
+// negative value makes New and Dial fail with an error matching
+// coordkit.ErrInvalidArgument. A positive value must be at most 9/10 of the
+// TTL passed to Open, or Open fails the same way (the rest covers the
+// reply's travel time: the server renewed the lease before the reply left,
+// and the session must report Disconnected before the lease can expire).
+// The default is half the granted TTL, but at least TTL/3+800ms (etcd's
+// client sends a keepalive every TTL/3, checked on a 500ms tick, so shorter
+// values would report spurious disconnections; the 300ms over that are for
+// the reply's travel and a loaded machine) and at most 9/10 of the TTL
+// (which wins below a TTL of about 1.4s: such short TTLs leave no room for
+// a loaded machine; etcd's default minimum TTL is 2s).
 func WithSuspendAfter(d time.Duration) Option {
 	return func(o *options) { o.suspendAfter = d }
 }

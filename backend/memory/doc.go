@@ -15,11 +15,15 @@
 //     formatted %010d, as ZooKeeper does: it counts every child created and
 //     deleted, so sequence numbers have gaps, and it wraps from 2147483647 to
 //     -2147483648 ("-2147483648"). SetNextSequence moves it, so a test can
-//     cross the wrap without 2^31 creates. Node.Seq is the number the driver
-//     wrote; nodes created without Sequential have Sequential false even if
-//     their name ends in digits.
-//   - Node.Version is ZooKeeper's data version: 0 at create, +1 per Set.
-//     A Guard's Token is compared exactly (unlike ZooKeeper, which can only
+//     cross the wrap without 2^31 creates and deletes. Node.Seq is the
+//     number the driver wrote; nodes created without Sequential have
+//     Sequential false even if their name ends in digits.
+//   - Node.Version is ZooKeeper's data version, +1 per Set. Every create
+//     gives 0 here. The ZooKeeper driver's differ: a non-sequential Create,
+//     CreateAndWatch or CreateAndList gives 1 (it is a multi of a create
+//     and a setData); a sequential one, and CreateStamped, give 0. So pass
+//     back the Version a create returned; never assume 0.
+//   - A Guard's Token is compared exactly (unlike ZooKeeper, which can only
 //     check the version).
 //   - Children lists sequential nodes in creation order, then the others by
 //     name.
