@@ -22,53 +22,64 @@ const MaxPathLength = 1024
 // MaxPathLength bytes. The error is a *coordkit.PathError, which matches
 // coordkit.ErrInvalidPath.
 func ValidatePath(path string) error {
-	bad := func(reason string) error { return &coordkit.PathError{Path: path, Reason: reason} }
+	if reason := badPath(path); reason != "" {
+		return &coordkit.PathError{Path: path, Reason: reason}
+	}
+	if path == "/zookeeper" || strings.HasPrefix(path, "/zookeeper/") {
+		return &coordkit.PathError{Path: path, Reason: "the /zookeeper tree is reserved by ZooKeeper"}
+	}
+	return nil
+}
+
+// badPath returns why path is not valid, or "", for every rule of
+// ValidatePath except the reserved /zookeeper tree.
+func badPath(path string) string {
 	switch {
 	case path == "":
-		return bad("empty")
+		return "empty"
 	case path[0] != '/':
-		return bad("must be absolute (start with /)")
+		return "must be absolute (start with /)"
 	case path == "/":
-		return bad("the root itself cannot be used")
+		return "the root itself cannot be used"
 	case len(path) > MaxPathLength:
-		return bad("longer than " + strconv.Itoa(MaxPathLength) + " bytes")
+		return "longer than " + strconv.Itoa(MaxPathLength) + " bytes"
 	case path[len(path)-1] == '/':
-		return bad("must not end with /")
+		return "must not end with /"
 	case !utf8.ValidString(path):
-		return bad("not valid UTF-8")
+		return "not valid UTF-8"
 	}
 	for _, r := range path {
 		switch {
 		case r == 0:
-			return bad("contains NUL")
+			return "contains NUL"
 		case r < 0x20, r >= 0x7f && r <= 0x9f:
-			return bad("contains a control character")
+			return "contains a control character"
 		case r >= 0xd800 && r <= 0xf8ff, r >= 0xfff0 && r <= 0xffff:
-			return bad("contains a code point ZooKeeper refuses")
+			return "contains a code point ZooKeeper refuses"
 		}
 	}
 	for _, c := range strings.Split(path[1:], "/") {
 		switch c {
 		case "":
-			return bad("empty component (//)")
+			return "empty component (//)"
 		case ".", "..":
-			return bad("relative component " + c)
+			return "relative component " + c
 		}
 	}
-	if path == "/zookeeper" || strings.HasPrefix(path, "/zookeeper/") {
-		return bad("the /zookeeper tree is reserved by ZooKeeper")
-	}
-	return nil
+	return ""
 }
 
 // ValidateName checks one path element a recipe appends to a valid path:
-// non-empty, no "/", not "." or "..", and the same characters as ValidatePath.
+// non-empty, no "/", not "." or "..", the same characters as ValidatePath,
+// and at most MaxPathLength-1 bytes. "zookeeper" is a valid name: only the
+// path /zookeeper and the paths below it are reserved, and ValidatePath
+// refuses those whatever built them.
 func ValidateName(name string) error {
 	if name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
 		return &coordkit.PathError{Path: name, Reason: "not a single path element"}
 	}
-	if err := ValidatePath("/" + name); err != nil {
-		return &coordkit.PathError{Path: name, Reason: err.(*coordkit.PathError).Reason}
+	if reason := badPath("/" + name); reason != "" {
+		return &coordkit.PathError{Path: name, Reason: reason}
 	}
 	return nil
 }

@@ -54,14 +54,34 @@ func TestValidatePath(t *testing.T) {
 }
 
 func TestValidateName(t *testing.T) {
-	for _, n := range []string{"lock-", "_c_x-lock-0000000001", "a.b"} {
+	for _, n := range []string{"lock-", "_c_x-lock-0000000001", "a.b", "zookeeper", "zookeeperx", strings.Repeat("a", backend.MaxPathLength-1)} {
 		if err := backend.ValidateName(n); err != nil {
 			t.Errorf("ValidateName(%q) = %v", n, err)
 		}
 	}
-	for _, n := range []string{"", "a/b", ".", "..", "a\x00"} {
+	for _, n := range []string{"", "a/b", ".", "..", "a\x00", "a\n", "zookeeper/quota", strings.Repeat("a", backend.MaxPathLength)} {
 		if err := backend.ValidateName(n); !errors.Is(err, coordkit.ErrInvalidPath) {
 			t.Errorf("ValidateName(%q) = %v, want ErrInvalidPath", n, err)
+		}
+	}
+}
+
+// TestReservedZooKeeperTree: only the path /zookeeper and the paths below it
+// are reserved. A name "zookeeper" is valid; joined to a parent other than
+// the root it makes a valid path, joined to the root the reserved one.
+func TestReservedZooKeeperTree(t *testing.T) {
+	if err := backend.ValidateName("zookeeper"); err != nil {
+		t.Fatalf("ValidateName(\"zookeeper\") = %v, want nil", err)
+	}
+	for _, p := range []string{backend.Join("/app", "zookeeper"), "/app/zookeeper/locks", "/zookeeper2", "/zookeeper-locks/a"} {
+		if err := backend.ValidatePath(p); err != nil {
+			t.Errorf("ValidatePath(%q) = %v, want nil", p, err)
+		}
+	}
+	for _, p := range []string{"/zookeeper", "/zookeeper/config", "/zookeeper/quota/app"} {
+		var pe *coordkit.PathError
+		if err := backend.ValidatePath(p); !errors.As(err, &pe) || !strings.Contains(pe.Reason, "reserved") {
+			t.Errorf("ValidatePath(%q) = %v, want the reserved-tree error", p, err)
 		}
 	}
 }
