@@ -64,7 +64,7 @@ var _ backend.Driver = (*Driver)(nil)
 
 // New returns a driver for the ensemble whose client addresses ("host:port";
 // a missing port means 2181) are servers. It does no network I/O: each Open
-// connects. servers must not be empty.
+// connects. servers must not be empty. Nil options are skipped.
 func New(servers []string, opts ...Option) (*Driver, error) {
 	if len(servers) == 0 {
 		return nil, fmt.Errorf("zookeeper: no servers: %w", coordkit.ErrInvalidArgument)
@@ -80,7 +80,9 @@ func New(servers []string, opts ...Option) (*Driver, error) {
 		conns:   make(map[*conn]struct{}),
 	}
 	for _, o := range opts {
-		o(&d.opts)
+		if o != nil {
+			o(&d.opts)
+		}
 	}
 	return d, nil
 }
