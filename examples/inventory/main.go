@@ -10,11 +10,13 @@
 //     writes the stock back: the workers overwrite each other and the shop
 //     sells more than it has.
 //  2. With recipes/mutex around read-charge-write exactly the stock is sold.
-//  3. A worker holding the lock is paused (its connection to the server is
-//     cut, as in a long GC pause) for longer than its session timeout. The
-//     server gives the lock to another worker, which sells the last item.
-//     When the paused worker resumes it writes with its old fencing token,
-//     and the store, a recipes/fence.Register, refuses the write.
+//  3. On a fresh stock of one item, the demo cuts the connection of the
+//     worker holding the lock for longer than its session timeout: to the
+//     server that is what a paused process (a long GC pause, say) looks
+//     like. The server expires the session and gives the lock to another
+//     worker, which sells the item. Then the first worker, acting as a
+//     paused process would when it wakes, writes with its old fencing
+//     token, and the store, a recipes/fence.Register, refuses the write.
 package main
 
 import (
@@ -108,7 +110,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (*report, error) {
 	// Act 1: no lock.
 	fmt.Fprintln(out, "1. No lock: each worker reads the stock, charges the customer, writes the stock back.")
 	shelf := fence.NewRegister(cfg.stock) // token 0 throughout: no lock, no fencing
-	rep.UnlockedSold = sell(cfg.workers, func(int) (bool, error) {
+	rep.UnlockedSold = sell(out, cfg.workers, func(int) (bool, error) {
 		v, _ := shelf.Load()
 		if v <= 0 {
 			return false, nil
@@ -130,7 +132,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (*report, error) {
 		tokMu  sync.Mutex
 		tokens []int64
 	)
-	rep.LockedSold = sell(cfg.workers, func(w int) (bool, error) {
+	rep.LockedSold = sell(out, cfg.workers, func(w int) (bool, error) {
 		m, err := mutex.New(sessions[w], lockPath)
 		if err != nil {
 			return false, err
@@ -162,8 +164,9 @@ func run(ctx context.Context, out io.Writer, cfg config) (*report, error) {
 }
 
 // sell runs one goroutine per worker; each calls buy until it returns false
-// or an error, and sell returns the number of items sold.
-func sell(workers int, buy func(worker int) (bool, error)) int {
+// or an error (which it prints to out), and sell returns the number of
+// items sold.
+func sell(out io.Writer, workers int, buy func(worker int) (bool, error)) int {
 	var (
 		mu   sync.Mutex
 		sold int
@@ -176,7 +179,9 @@ func sell(workers int, buy func(worker int) (bool, error)) int {
 			for {
 				ok, err := buy(w)
 				if err != nil {
-					fmt.Fprintf(os.Stderr, "   worker %d: %v\n", w+1, err)
+					mu.Lock()
+					fmt.Fprintf(out, "   worker %d: %v\n", w+1, err)
+					mu.Unlock()
 					return
 				}
 				if !ok {
@@ -193,9 +198,9 @@ func sell(workers int, buy func(worker int) (bool, error)) int {
 }
 
 func pausedHolder(ctx context.Context, out io.Writer, b *servers, other *session.Session, rep *report) error {
-	// The paused worker reaches the server through a proxy that the demo
-	// cuts: the process keeps running but nothing it sends arrives, and no
-	// reply reaches it, which is what the server sees of a paused process.
+	// Worker A reaches the server through a proxy that the demo cuts: the
+	// process keeps running but nothing it sends arrives, and no reply
+	// reaches it, which is what the server sees of a paused process.
 	proxy, err := integration.StartProxy(b.addr)
 	if err != nil {
 		return err
@@ -208,10 +213,11 @@ func pausedHolder(ctx context.Context, out io.Writer, b *servers, other *session
 	defer pdrv.Close()
 	ps, err := session.New(ctx, pdrv, session.WithTTL(b.shortTTL))
 	if err != nil {
-		return fmt.Errorf("open the paused worker's session: %w", err)
+		return fmt.Errorf("open worker A's session: %w", err)
 	}
 	defer closeSession(ps)
-	fmt.Fprintf(out, "3. A worker holding the lock is paused longer than its session timeout (%v):\n", ps.Timeout())
+	fmt.Fprintf(out, "3. A new stock of 1 item. The demo cuts the lock holder's connection for longer than its\n"+
+		"   session timeout (%v): to the server, that is what a paused process looks like.\n", ps.Timeout())
 
 	stock := fence.NewRegister(1)
 	pm, _ := mutex.New(ps, lockPath)
@@ -221,7 +227,7 @@ func pausedHolder(ctx context.Context, out io.Writer, b *servers, other *session
 	}
 	v, _ := stock.Load()
 	rep.StaleToken = g.Token()
-	fmt.Fprintf(out, "   worker A holds the lock (token %d), reads stock %d, starts charging ... and freezes.\n", g.Token(), v)
+	fmt.Fprintf(out, "   worker A holds the lock (token %d), reads stock %d, starts charging ... and its connection is cut.\n", g.Token(), v)
 	proxy.Blackhole()
 	paused := time.Now()
 
@@ -235,7 +241,7 @@ func pausedHolder(ctx context.Context, out io.Writer, b *servers, other *session
 	if err := stock.Store(og.Token(), ov-1); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "   worker B waited %v until the server expired A's session, got the lock (token %d), sold the last item.\n",
+	fmt.Fprintf(out, "   worker B waited %v until the server expired A's session, got the lock (token %d), sold the item.\n",
 		time.Since(paused).Round(100*time.Millisecond), og.Token())
 	if err := og.Unlock(ctx); err != nil {
 		return err
@@ -243,13 +249,18 @@ func pausedHolder(ctx context.Context, out io.Writer, b *servers, other *session
 
 	proxy.Unblackhole()
 	rep.PausedErr = g.Err()
-	fmt.Fprintf(out, "   worker A resumes. Its Guard ended while it was frozen (%s), but a frozen worker cannot look.\n", why(rep.PausedErr))
+	if rep.PausedErr != nil {
+		fmt.Fprintf(out, "   A's connection is back. Its Guard reported the loss (%s),\n"+
+			"   but a process paused mid-sale would write without looking, and so does A.\n", why(rep.PausedErr))
+	} else {
+		fmt.Fprintln(out, "   A's connection is back. Its Guard reported no loss; A writes as a process paused mid-sale would.")
+	}
 	rep.StaleErr = stock.Store(g.Token(), v-1)
 	if rep.StaleErr == nil {
 		fmt.Fprintf(out, "   worker A writes stock %d with token %d: ACCEPTED. The item was sold twice.\n", v-1, g.Token())
 	} else {
 		fmt.Fprintf(out, "   worker A writes stock %d with token %d: REFUSED by the store (%v).\n", v-1, g.Token(), rep.StaleErr)
-		fmt.Fprintln(out, "   The lock could not stop a frozen holder; the fencing token did. The item was sold once.")
+		fmt.Fprintln(out, "   The lock could not stop a holder that lost its session; the fencing token did. The item was sold once.")
 	}
 	g.Unlock(context.Background())
 	return nil
@@ -299,7 +310,7 @@ func why(err error) string {
 	case err == nil:
 		return "it had not"
 	case errors.Is(err, session.ErrSuspended):
-		return "its connection was suspended"
+		return "its session was suspended"
 	case errors.Is(err, session.ErrExpired):
 		return "the server expired its session"
 	case errors.Is(err, session.ErrLostByTimer):
