@@ -59,12 +59,12 @@ type Lock struct {
 
 // New returns the lock at path on the session's backend. It validates path
 // and s before any network call: an invalid path, one too long for the
-// nodes below it, or one whose last element is a name the locks use for
-// their own nodes (owner, queue, owner-pin-*, _c_*: such a lock would sit on
-// another lock's node) returns an error matching coordkit.ErrInvalidPath, a
-// nil session one matching coordkit.ErrInvalidArgument. New itself makes no network call; the
-// lock's directory is created (as a container on ZooKeeper) by the first
-// Lock.
+// nodes below it, or one with an element after the first that is a name
+// the locks use for their own nodes (owner, queue, owner-pin-*, _c_*: such a
+// lock would sit on, or below, another lock's node) returns an error matching coordkit.ErrInvalidPath, a
+// nil session one matching coordkit.ErrInvalidArgument. New itself makes
+// no network call; the lock's directory is created (as a container on
+// ZooKeeper) by the first Lock.
 func New(s *session.Session, path string, opts ...Option) (*Lock, error) {
 	if s == nil {
 		return nil, fmt.Errorf("fairlock: nil session: %w", coordkit.ErrInvalidArgument)

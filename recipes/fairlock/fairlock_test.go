@@ -870,7 +870,7 @@ func TestInvalidInput(t *testing.T) {
 		// too long for the lock's nodes (1,000 bytes is a valid path)
 		"/" + strings.Repeat("x", 999),
 		// another lock's own nodes
-		"/a/owner", "/a/queue", "/a/owner-pin-1-1", "/a/_c_0-lock-0000000001"} {
+		"/a/owner", "/a/queue", "/a/owner-pin-1-1", "/a/_c_0-lock-0000000001", "/a/owner/b", "/a/queue/b"} {
 		if _, err := fairlock.New(s, p); !errors.Is(err, coordkit.ErrInvalidPath) {
 			t.Errorf("New(%q): %v, want ErrInvalidPath", p, err)
 		}

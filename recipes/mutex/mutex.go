@@ -89,9 +89,9 @@ type Mutex struct {
 
 // New returns the lock at path on the session's backend. It validates its
 // arguments before any network call: an invalid path, one too long for the
-// nodes below it, or one whose last element is a name the locks use for
-// their own nodes (owner, queue, owner-pin-*, _c_*: such a lock would sit on
-// another lock's node) returns an error matching coordkit.ErrInvalidPath; a
+// nodes below it, or one with an element after the first that is a name
+// the locks use for their own nodes (owner, queue, owner-pin-*, _c_*: such a
+// lock would sit on, or below, another lock's node) returns an error matching coordkit.ErrInvalidPath; a
 // nil session or a negative WithMaxLocalHandoffs one matching
 // coordkit.ErrInvalidArgument. New makes no network call.
 func New(s *session.Session, path string, opts ...Option) (*Mutex, error) {

@@ -202,7 +202,7 @@ func TestNewRefusesBadArguments(t *testing.T) {
 		t.Errorf("nil session: %v", err)
 	}
 	for _, p := range []string{"", "locks", "/locks/", "/", "/a//b", "/a/./b", "/a/../b", "/zookeeper", "/zookeeper/lock", "/a\x00b", "/a\nb", "/" + strings.Repeat("x", backend.MaxPathLength-50),
-		"/a/owner", "/a/queue", "/a/owner-pin-1-1", "/a/_c_0-lock-0000000001"} {
+		"/a/owner", "/a/queue", "/a/owner-pin-1-1", "/a/_c_0-lock-0000000001", "/a/owner/b", "/a/queue/b"} {
 		if _, err := mutex.New(s, p); !errors.Is(err, coordkit.ErrInvalidPath) {
 			t.Errorf("New(%q): %v, want ErrInvalidPath", p, err)
 		}
