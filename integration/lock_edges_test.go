@@ -497,7 +497,7 @@ func TestLockEdgeHolderNodeDeleted(t *testing.T) {
 // a holder; an operator deletes the node of the first (the head) or of the
 // middle one. Nobody jumps the queue: the others are granted in queue order,
 // and the deleted waiter is never granted before one queued ahead of it. It
-// never hangs: fairlock's fails with ErrNodeDeleted at once, while the
+// never hangs: fairlock's fails with ErrWaiterDeleted at once, while the
 // holder still holds (the other two are granted); the mutex's deleted waiter
 // does not fail, all three are granted: its middle waiter queues again, at
 // the tail (waitq's wait watches its own node), and is granted last; its
@@ -550,8 +550,8 @@ func TestLockEdgeWaiterNodeDeleted(t *testing.T) {
 					// once, while the holder still holds.
 					select {
 					case err := <-results[pos]:
-						if !errors.Is(err, recipes.ErrNodeDeleted) {
-							t.Fatalf("the deleted waiter: %v, want ErrNodeDeleted", err)
+						if !errors.Is(err, recipes.ErrWaiterDeleted) || errors.Is(err, recipes.ErrLost) {
+							t.Fatalf("the deleted waiter: %v, want ErrWaiterDeleted, not matching ErrLost", err)
 						}
 						deletedFailed = true
 					case <-time.After(lockBound):

@@ -75,6 +75,10 @@ var (
 	// incarnation, by someone other than the holder (an operator, a session
 	// expiry the client has not heard of yet). Matches ErrLost.
 	ErrNodeDeleted = lostBecause("the holder's node was deleted")
+	// ErrWaiterDeleted: a Lock's own queue node was deleted by someone else
+	// (an operator) while it waited, so the Lock got nothing. It does not
+	// match ErrLost: no hold was lost.
+	ErrWaiterDeleted = errors.New("recipes: the waiting call's node was deleted by someone else")
 	// ErrLocked: TryLock found the lock held by someone else.
 	ErrLocked = errors.New("recipes: locked by another holder")
 	// ErrReleased: the hold was released: Err after Unlock, or a second

@@ -72,7 +72,8 @@
 // may be gone (session.StandardPolicy: suspended; the error matches
 // coordkit.ErrSessionLost), when the session is lost or closed (it matches
 // coordkit.ErrSessionLost or coordkit.ErrClosed), or when its own node is
-// deleted by someone else while it waits (recipes.ErrNodeDeleted). A Lock
+// deleted by someone else while it waits (recipes.ErrWaiterDeleted, which,
+// as every error of a Lock, does not match recipes.ErrLost). A Lock
 // never succeeds on a session whose hold epoch ended between its create and
 // its grant. Under session.StandardPolicy a Lock started while the session
 // is suspended fails at once (call it again once the session has

@@ -102,7 +102,7 @@ func (l *Lock) Path() string { return l.path }
 // ctx.Err()), when the session can no longer hold (suspended under
 // session.StandardPolicy, lost or closed: the error matches
 // coordkit.ErrSessionLost or coordkit.ErrClosed), or when its node is
-// deleted by someone else while it waits (recipes.ErrNodeDeleted). A nil
+// deleted by someone else while it waits (recipes.ErrWaiterDeleted). A nil
 // ctx returns an error matching coordkit.ErrInvalidArgument.
 func (l *Lock) Lock(ctx context.Context) (*Guard, error) {
 	return l.acquire(ctx, true)

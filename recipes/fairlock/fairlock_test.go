@@ -595,7 +595,7 @@ func TestHolderNodeDeleted(t *testing.T) {
 }
 
 // TestWaiterNodeDeleted: an operator deletes the node of a waiter in the
-// middle of the queue. That waiter fails at once with ErrNodeDeleted (it
+// middle of the queue. That waiter fails at once with ErrWaiterDeleted (it
 // does not wait for the queue to move), and the others keep their order.
 func TestWaiterNodeDeleted(t *testing.T) {
 	e := newEnv(t)
@@ -606,8 +606,8 @@ func TestWaiterNodeDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := recv(t, chans[1], "deleted waiter")
-	if !errors.Is(r.err, recipes.ErrNodeDeleted) {
-		t.Fatalf("deleted waiter: %v, want ErrNodeDeleted", r.err)
+	if !errors.Is(r.err, recipes.ErrWaiterDeleted) || errors.Is(r.err, recipes.ErrLost) {
+		t.Fatalf("deleted waiter: %v, want ErrWaiterDeleted, not matching ErrLost (it held nothing)", r.err)
 	}
 	live(t, holder, "holder")
 	waiting(t, "while the holder holds", chans[0], chans[2])

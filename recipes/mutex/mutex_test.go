@@ -1038,3 +1038,32 @@ func TestHeadCreatesAtOnce(t *testing.T) {
 	unlock(t, g2)
 	w.empty()
 }
+
+// TestWaiterNodeDeletedQueuesAgain: an operator deletes the queue node of a
+// process waiting behind another. The process queues again (its Lock does
+// not fail: it held nothing, and its wait is still wanted) and gets the
+// lock after the one now ahead of it. (The head of the queue watches the
+// owner node, not its own: it goes on waiting where it is.)
+func TestWaiterNodeDeletedQueuesAgain(t *testing.T) {
+	w := newWorld(t)
+	sa, sb, sc := w.session(), w.session(), w.session()
+	gb := lock(t, w.mutex(sb))
+	gotC := lockAsync(t, w.mutex(sc))
+	waitFor(t, "C to queue", func() bool { return len(w.queued()) == 1 })
+	gotA := lockAsync(t, w.mutex(sa))
+	waitFor(t, "A to queue", func() bool { return len(w.queued()) == 2 })
+	a := w.queued()[1]
+	if err := w.obs.Delete(context.Background(), a.Path, backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A to queue again", func() bool { q := w.queued(); return len(q) == 2 && q[1].Path != a.Path })
+	unlock(t, gb)
+	gc := granted(t, gotC)
+	unlock(t, gc)
+	ga := granted(t, gotA)
+	if ga.Token() <= gc.Token() {
+		t.Fatalf("A's token %d not above C's %d", ga.Token(), gc.Token())
+	}
+	unlock(t, ga)
+	w.empty()
+}

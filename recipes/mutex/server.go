@@ -714,7 +714,7 @@ func sessionEnded(err error) bool {
 // again on the same session. Callers rule out the end of their own context
 // and of the session first (see stopped).
 func retryable(err error) bool {
-	return errors.Is(err, backend.ErrConnectionLoss) || errors.Is(err, recipes.ErrNodeDeleted) ||
+	return errors.Is(err, backend.ErrConnectionLoss) || errors.Is(err, recipes.ErrWaiterDeleted) ||
 		errors.Is(err, session.ErrSuspended) || errors.Is(err, context.DeadlineExceeded)
 }
 

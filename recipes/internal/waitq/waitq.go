@@ -33,7 +33,7 @@
 // never watches the directory, so a release wakes one waiter, not a herd.
 // After every wake-up it lists the directory again and decides again; its own
 // node must be in every listing (else the wait ends with an error matching
-// recipes.ErrNodeDeleted). The wait also ends when ctx ends (the error wraps
+// recipes.ErrWaiterDeleted). The wait also ends when ctx ends (the error wraps
 // ctx.Err()), when the hold epoch ends (the error wraps its cause, which
 // matches coordkit.ErrSessionLost or coordkit.ErrClosed), or when the session
 // ends. A connection loss during the wait is retried once the session has
@@ -339,7 +339,7 @@ func (e *Entry) Wait(ctx context.Context, block bool) error {
 		return fmt.Errorf("waitq: nil context: %w", coordkit.ErrInvalidArgument)
 	}
 	err := e.wait(ctx, block)
-	if err != nil && !errors.Is(err, recipes.ErrNodeDeleted) {
+	if err != nil && !errors.Is(err, recipes.ErrWaiterDeleted) {
 		e.Leave()
 	}
 	return err
@@ -512,7 +512,7 @@ func (e *Entry) gone() error {
 	if e.epoch.Err() != nil {
 		return epochErr(e.epoch)
 	}
-	return fmt.Errorf("waitq: our node %s was deleted while waiting: %w", e.node.Path, recipes.ErrNodeDeleted)
+	return fmt.Errorf("waitq: our node %s was deleted while waiting: %w", e.node.Path, recipes.ErrWaiterDeleted)
 }
 
 // Leave deletes the entry's node (see Remove, whose first attempt here runs
