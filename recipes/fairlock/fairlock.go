@@ -51,10 +51,11 @@ func WithLogger(l *zap.Logger) Option {
 // number of goroutines may call Lock and TryLock on it at once, and each
 // call queues its own node. Create it with New.
 type Lock struct {
-	sess *session.Session
-	path string
-	log  *zap.Logger
-	spec *waitq.Spec
+	sess   *session.Session
+	path   string
+	log    *zap.Logger
+	spec   *waitq.Spec
+	locker *locker // what Locker returns
 }
 
 // New returns the lock at path on the session's backend. It validates path
@@ -79,7 +80,7 @@ func New(s *session.Session, path string, opts ...Option) (*Lock, error) {
 		}
 	}
 	log := o.log.With(zap.String("lock", path))
-	return &Lock{
+	l := &Lock{
 		sess: s,
 		path: path,
 		log:  log,
@@ -91,7 +92,9 @@ func New(s *session.Session, path string, opts ...Option) (*Lock, error) {
 			Log:    log,
 			Runner: detach.From(s.Context()),
 		},
-	}, nil
+	}
+	l.locker = &locker{l: l}
+	return l, nil
 }
 
 // Path returns the lock's path.
@@ -160,9 +163,10 @@ func (l *Lock) acquire(ctx context.Context, block bool) (*Guard, error) {
 // refuses the delete; never because of the connection or the session: a
 // hold that was lost, a session that ended (the node went with it), and a
 // release not confirmed because the connection is down (the node is deleted
-// once it is back, or with the session) all return normally. Prefer Lock and
-// Guard, which report errors and loss.
-func (l *Lock) Locker() sync.Locker { return &locker{l: l} }
+// once it is back, or with the session) all return normally. Every call
+// returns the same Locker. Prefer Lock and Guard, which report errors and
+// loss.
+func (l *Lock) Locker() sync.Locker { return l.locker }
 
 type locker struct {
 	l    *Lock

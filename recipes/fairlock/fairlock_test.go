@@ -952,6 +952,20 @@ func TestLocker(t *testing.T) {
 	e.awaitChildren(0)
 }
 
+// TestLockerIsOne: every call of Locker returns the same Locker, so code
+// that calls it at each use locks and unlocks one thing (with a new Locker
+// per call, the Unlock panicked: it held nothing).
+func TestLockerIsOne(t *testing.T) {
+	e := newEnv(t)
+	l := e.lock(e.Session())
+	if l.Locker() != l.Locker() {
+		t.Fatal("two calls of Locker returned two Lockers")
+	}
+	l.Locker().Lock()
+	l.Locker().Unlock()
+	e.awaitChildren(0)
+}
+
 // TestLockerThroughSuspension: a sync.Locker cannot return an error, so on
 // a brief disconnect its Lock waits for the reconnect instead of panicking
 // (under session.StandardPolicy a Lock fails while suspended) and then
