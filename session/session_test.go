@@ -203,16 +203,25 @@ func TestLocalTimerDeclaresLostAfterTimeout(t *testing.T) {
 	if !isDone(hold) {
 		t.Fatal("hold survived Lost")
 	}
-	// The session closes its connection after declaring it lost; Close
-	// waits for that (and is not an error on a lost session).
-	if err := f.s.Close(context.Background()); err != nil {
-		t.Fatalf("Close after Lost: %v", err)
+	// The session closes its connection after declaring it lost, without
+	// a Close from its owner: a client that reconnected would otherwise go
+	// on with a session declared lost, and its nodes. So the connection
+	// refuses calls, and a reconnect can no longer reach it.
+	waitFor(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, err := f.s.Conn().Get(ctx, "/holder")
+		return errors.Is(err, coordkit.ErrClosed)
+	})
+	if err := f.drv.Reconnect(f.s.ID()); err == nil {
+		t.Fatal("a reconnect after the local timer declared the session lost reached its connection")
 	}
-	// A reconnect after the local timer declared loss must not revive the
-	// session.
-	f.drv.Reconnect(f.s.ID())
 	if st := f.s.State(); st != session.StateLost {
 		t.Fatalf("state after late reconnect = %v, want Lost", st)
+	}
+	// Close is not an error on a lost session.
+	if err := f.s.Close(context.Background()); err != nil {
+		t.Fatalf("Close after Lost: %v", err)
 	}
 	if _, ok := <-f.ch; ok {
 		t.Fatal("changes channel must close after Lost")
