@@ -50,7 +50,10 @@ type Driver interface {
 	Name() string
 
 	// Close closes every Conn opened by this driver and releases the
-	// driver's own resources. It is idempotent.
+	// driver's own resources. State events of its Conns that nobody has read
+	// beyond the Events channel's buffer are dropped (the channel is
+	// closed), so that nothing outlives Close waiting for a reader. It is
+	// idempotent.
 	Close() error
 }
 

@@ -84,6 +84,14 @@ func (q *EventQueue) pump(done chan struct{}) {
 	defer close(done)
 	for {
 		q.mu.Lock()
+		if q.aborted {
+			// Abort came while a send was under way: the send won, and
+			// the channel must still close before Abort returns.
+			q.backlog, q.pumping, q.ended = nil, false, true
+			close(q.out)
+			q.mu.Unlock()
+			return
+		}
 		if len(q.backlog) == 0 {
 			q.pumping = false
 			if q.ended {

@@ -80,3 +80,29 @@ func TestEventQueueAbortWithoutBacklog(t *testing.T) {
 		t.Fatalf("got %d events, want the 1 buffered before Abort", got)
 	}
 }
+
+// TestEventQueueAbortWhileSending: Abort comes while the pump is handing an
+// event to a reader that takes it. Whichever of the two the pump sees
+// first, the channel is closed when Abort returns.
+func TestEventQueueAbortWhileSending(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for i := 0; i < 2000; i++ {
+		q := backend.NewEventQueue(0)
+		q.Push(backend.ConnEvent{State: backend.StateDisconnected})
+		took := make(chan struct{})
+		go func() {
+			defer close(took)
+			<-q.C() // the event, or the close if Abort won
+		}()
+		q.Abort()
+		<-took
+		select {
+		case _, ok := <-q.C():
+			if ok {
+				t.Fatalf("round %d: an event after Abort returned", i)
+			}
+		default:
+			t.Fatalf("round %d: the channel is still open after Abort returned", i)
+		}
+	}
+}

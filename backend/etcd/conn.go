@@ -48,11 +48,13 @@ type conn struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 
-	events   chan backend.ConnEvent
-	expireCh chan error    // reasons to expire, from watchers and calls
-	closeCh  chan struct{} // closed by Close for the state loop
-	loopDone chan struct{} // closed when the state loop sent its terminal event
-	closed   chan struct{} // closed when Close has finished
+	events      chan backend.ConnEvent
+	abandoned   chan struct{} // closed by abandonEvents: pump drops what is left
+	abandonOnce sync.Once
+	expireCh    chan error    // reasons to expire, from watchers and calls
+	closeCh     chan struct{} // closed by Close for the state loop
+	loopDone    chan struct{} // closed when the state loop sent its terminal event
+	closed      chan struct{} // closed when Close has finished
 
 	mu           sync.Mutex
 	dead         error                // nil while the session lives
@@ -376,13 +378,21 @@ func (c *conn) askLease(ctx context.Context) (leaseState, int64, error) {
 
 // pump delivers the events left after the terminal one and closes the
 // channel. Unless the reader is more than eventBuffer events behind, this
-// finishes at once; otherwise it waits for the reader, never dropping.
+// finishes at once; otherwise it waits for the reader, never dropping,
+// until Driver.Close abandons the events nobody has read (abandonEvents).
 func (c *conn) pump(queue []backend.ConnEvent) {
+	defer close(c.events)
 	for _, ev := range queue {
-		c.events <- ev
+		select {
+		case c.events <- ev:
+		case <-c.abandoned:
+			return
+		}
 	}
-	close(c.events)
 }
+
+// abandonEvents makes pump drop the events nobody has read (Driver.Close).
+func (c *conn) abandonEvents() { c.abandonOnce.Do(func() { close(c.abandoned) }) }
 
 // cleanupAfterExpiry stops refreshing the lease and revokes it, best effort,
 // so that the ephemeral keys of a session we have declared lost go at once.

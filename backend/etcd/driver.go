@@ -215,6 +215,7 @@ func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, err
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.events = make(chan backend.ConnEvent, eventBuffer)
+	c.abandoned = make(chan struct{})
 	c.expireCh = make(chan error, 1)
 	c.closeCh = make(chan struct{})
 	c.loopDone = make(chan struct{})
@@ -301,6 +302,11 @@ func (d *Driver) Close() error {
 		}()
 	}
 	wg.Wait()
+	// Events nobody has read beyond the channel's buffer are dropped: no
+	// goroutine outlives Driver.Close waiting for a reader.
+	for _, c := range conns {
+		c.abandonEvents()
+	}
 	if d.owns {
 		if err := d.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, fmt.Errorf("etcd: close client: %w", err))

@@ -175,6 +175,11 @@ func (d *Driver) Close() error {
 		}()
 	}
 	wg.Wait()
+	// Events nobody has read beyond the channel's buffer are dropped: no
+	// goroutine outlives Driver.Close waiting for a reader.
+	for _, c := range conns {
+		c.events.Abort()
+	}
 	for {
 		d.mu.Lock()
 		n, zero := d.bgN, d.bgZero
