@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coordkit/coordkit/backend"
+	"github.com/coordkit/coordkit/integration"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/mutex"
 	"github.com/coordkit/coordkit/session"
@@ -261,5 +262,63 @@ func mustUnlock(t *testing.T, g lockGuard) {
 	defer cancel()
 	if err := g.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock (token %d): %v", g.Token(), err)
+	}
+}
+
+// TestTryLockCutOffZooKeeper: a TryLock on a ZooKeeper session whose
+// connection is cut (under session.SessionPolicy, so the Suspended session
+// can still hold) returns ErrConnectionLoss before the session times out,
+// instead of waiting for the reconnect (go-zookeeper would queue its create
+// until then). Once the connection is back, TryLock takes the lock, and
+// nothing of the lock is left after its Unlock.
+func TestTryLockCutOffZooKeeper(t *testing.T) {
+	addrs := sharedZK.Get(t).Addrs()
+	obs := observerConn(t, openZooKeeperDriver(t, addrs))
+	for _, r := range lockRecipes {
+		t.Run(r.name, func(t *testing.T) {
+			proxy := integration.NewZooKeeperProxy(t, addrs[0])
+			o := openObserved(t, openZooKeeperDriver(t, []string{proxy.Addr()}), session.WithTTL(lockTTL), session.WithErrorPolicy(session.SessionPolicy))
+			path := r.path(t)
+			l := r.open(t, o.s, path)
+			// The lock's directory exists, and the client is warm.
+			g, err := l.tryLock(context.Background())
+			if err != nil {
+				t.Fatalf("TryLock while connected: %v", err)
+			}
+			mustUnlock(t, g)
+
+			// A blackhole alone is noticed only when a read times out
+			// (2/3 of the session timeout); reset too, and the client
+			// notices at once and redials into the blackhole.
+			proxy.Blackhole()
+			proxy.DropConnections()
+			o.await(session.StateSuspended, lockTTL)
+			t0 := time.Now()
+			g, err = l.tryLock(context.Background())
+			took := time.Since(t0)
+			if g != nil {
+				g.Unlock(context.Background())
+			}
+			if !errors.Is(err, backend.ErrConnectionLoss) {
+				t.Fatalf("TryLock on a cut-off session after %v: %v, want ErrConnectionLoss", took.Round(time.Millisecond), err)
+			}
+			if took >= o.s.Timeout() {
+				t.Fatalf("TryLock on a cut-off session took %v, not before the session timeout %v", took.Round(time.Millisecond), o.s.Timeout())
+			}
+			t.Logf("TryLock on a cut-off session: %v after %v", err, took.Round(time.Millisecond))
+
+			proxy.Unblackhole()
+			o.await(session.StateReconnected, lockBound)
+			g, err = l.tryLock(context.Background())
+			if err != nil {
+				t.Fatalf("TryLock after the reconnect: %v", err)
+			}
+			mustUnlock(t, g)
+			ctx, cancel := context.WithTimeout(context.Background(), lockBound)
+			defer cancel()
+			if left, err := r.residue(ctx, obs, path); err != nil || len(left) > 0 {
+				t.Fatalf("left after Unlock: %v (%v)", left, err)
+			}
+		})
 	}
 }

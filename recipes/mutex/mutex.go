@@ -152,7 +152,10 @@ func (m *Mutex) Lock(ctx context.Context) (*Guard, error) { return m.lock(ctx, f
 // wait through a suspension: on a suspended session (under StandardPolicy)
 // it returns at once an error matching session.ErrSuspended, which also
 // matches coordkit.ErrSessionLost although the session may come back (check
-// its State before giving it up). Like every error of Lock and TryLock, it
+// its State before giving it up); under SessionPolicy, which lets a
+// suspended session hold, it returns at once an error matching
+// backend.ErrConnectionLoss, without sending anything. Like every error of
+// Lock and TryLock, it
 // never matches recipes.ErrLost: a call that got no hold lost nothing.
 // Other errors are as for Lock.
 func (m *Mutex) TryLock(ctx context.Context) (*Guard, error) { return m.lock(ctx, true) }

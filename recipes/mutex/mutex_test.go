@@ -1067,3 +1067,62 @@ func TestWaiterNodeDeletedQueuesAgain(t *testing.T) {
 	unlock(t, ga)
 	w.empty()
 }
+
+// TestTryLockSuspendedSendsNothing: under SessionPolicy a suspended session
+// can still hold, but a TryLock does not wait for the reconnect: it returns
+// a connection loss at once, with nothing sent (on ZooKeeper a create would
+// wait in the client's queue until the reconnect). The server is stalled,
+// so that a call sent would wait there; after the reconnect TryLock works.
+func TestTryLockSuspendedSendsNothing(t *testing.T) {
+	w := newWorld(t)
+	s := w.session(session.WithErrorPolicy(session.SessionPolicy))
+	m := w.mutex(s)
+	if err := w.Drv.Stall(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Drv.Disconnect(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the session to be suspended", func() bool { return s.State() == session.StateSuspended })
+	before := w.Drv.SessionStats(s.ID()).Requests
+	done := make(chan error, 1)
+	go func() {
+		g, err := m.TryLock(context.Background())
+		if g != nil {
+			err = fmt.Errorf("granted (%w)", g.Unlock(context.Background()))
+		}
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		if err := w.Drv.Reconnect(s.ID()); err != nil {
+			t.Error(err)
+		}
+		if err := w.Drv.Unstall(s.ID()); err != nil {
+			t.Error(err)
+		}
+		<-done
+		t.Fatalf("TryLock on a suspended session did not return within %v", timeout)
+	}
+	if !errors.Is(err, backend.ErrConnectionLoss) {
+		t.Fatalf("TryLock on a suspended session: %v, want ErrConnectionLoss", err)
+	}
+	if n := w.Drv.Stalled(s.ID()); n != 0 || w.Drv.SessionStats(s.ID()).Requests != before {
+		t.Fatalf("TryLock on a suspended session sent requests (%d waiting at the server)", n)
+	}
+	if err := w.Drv.Reconnect(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Drv.Unstall(s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the session to process its reconnect", func() bool { return s.State() != session.StateSuspended })
+	g, err := m.TryLock(context.Background())
+	if err != nil {
+		t.Fatalf("TryLock after the reconnect: %v", err)
+	}
+	unlock(t, g)
+	w.empty()
+}

@@ -131,6 +131,12 @@ func (s *server) acquire(ctx context.Context, try, queue bool) (*acquisition, er
 			if err != nil {
 				return nil, err
 			}
+			if try && s.sess.State() == session.StateSuspended {
+				// The session can still hold (SessionPolicy), but a
+				// create now would wait for the reconnect (a ZooKeeper
+				// client queues it), and a TryLock does not wait.
+				return nil, fmt.Errorf("the session is suspended, nothing sent: %w", backend.ErrConnectionLoss)
+			}
 			n, p, err := s.createOwner(dctx)
 			switch {
 			case err == nil:
