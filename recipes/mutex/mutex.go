@@ -154,7 +154,9 @@ func (m *Mutex) Lock(ctx context.Context) (*Guard, error) { return m.lock(ctx, f
 // matches coordkit.ErrSessionLost although the session may come back (check
 // its State before giving it up); under SessionPolicy, which lets a
 // suspended session hold, it returns at once an error matching
-// backend.ErrConnectionLoss, without sending anything. Like every error of
+// backend.ErrConnectionLoss, without sending anything. (A create already
+// sent when the connection drops is waited for, bounded by ctx: until the
+// reconnect tells its outcome, or the session ends.) Like every error of
 // Lock and TryLock, it
 // never matches recipes.ErrLost: a call that got no hold lost nothing.
 // Other errors are as for Lock.
