@@ -46,7 +46,11 @@ var ErrStale = errors.New("fence: the hold is no longer current")
 // ErrStale and the hold's Err: recipes.ErrReleased after Unlock, an error
 // matching recipes.ErrLost after a loss. When the server refused the write
 // (the hold's node is gone or replaced although the hold had not heard of
-// it yet) it matches ErrStale, recipes.ErrLost and backend.ErrGuardFailed. Other errors are the backend's: backend.ErrNoNode
+// it yet) it matches ErrStale, recipes.ErrLost and backend.ErrGuardFailed;
+// when the connection reports the holder's session ended (expired or
+// closed) before the hold has heard of it, it matches ErrStale,
+// recipes.ErrLost and that reason (coordkit.ErrSessionLost or
+// coordkit.ErrClosed). Other errors are the backend's: backend.ErrNoNode
 // if path does not exist, backend.ErrBadVersion for a version mismatch, and
 // so on. conn should be the connection of the session that holds (any
 // connection to the same backend works for the check, and a holder whose
@@ -60,7 +64,9 @@ func Set(ctx context.Context, conn backend.Conn, held recipes.Held, path string,
 		return backend.Node{}, fmt.Errorf("fence: set %s: %w (%w)", path, ErrStale, err)
 	}
 	n, err := conn.GuardedSet(ctx, held.Fences(), path, data, version)
-	if errors.Is(err, backend.ErrGuardFailed) {
+	if errors.Is(err, backend.ErrGuardFailed) || errors.Is(err, coordkit.ErrSessionLost) || errors.Is(err, coordkit.ErrClosed) {
+		// Refused, or the holder's session has ended (the connection can
+		// know before the session and the hold do): stale either way.
 		if herr := held.Err(); herr != nil {
 			// Ended meanwhile (an Unlock on another goroutine, say).
 			return backend.Node{}, fmt.Errorf("fence: set %s: %w (%w): %w", path, ErrStale, herr, err)

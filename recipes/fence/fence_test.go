@@ -178,6 +178,33 @@ type staleHeld struct{ recipes.Held }
 
 func (staleHeld) Err() error { return nil }
 
+// TestSetOnAnExpiredSession: the server has expired the holder's session
+// and its connection already says so, but the hold has not heard of it yet.
+// Set writes nothing, and its error says the hold is stale (ErrStale,
+// ErrLost, and the reason), as for a write the server refused, so that a
+// caller who stops on ErrStale does not retry a hold that is gone.
+func TestSetOnAnExpiredSession(t *testing.T) {
+	drv, a, b := twoSessions(t)
+	ctx := context.Background()
+	m, err := mutex.New(a, "/locks/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := m.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.Expire(a.ID()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = fence.Set(ctx, a.Conn(), staleHeld{g}, "/data/config", []byte("stale"), backend.AnyVersion)
+	if !errors.Is(err, fence.ErrStale) || !errors.Is(err, recipes.ErrLost) || !errors.Is(err, coordkit.ErrSessionLost) {
+		t.Fatalf("Set through an expired session: %v, want ErrStale, ErrLost and ErrSessionLost", err)
+	}
+	awaitData(t, b.Conn(), "/data/config", "v0", "the data after a Set through an expired session")
+	g.Unlock(ctx)
+}
+
 func TestRegister(t *testing.T) {
 	r := fence.NewRegister("empty")
 	if v, hi := r.Load(); v != "empty" || hi != 0 {
