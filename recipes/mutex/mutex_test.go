@@ -1126,3 +1126,53 @@ func TestTryLockSuspendedSendsNothing(t *testing.T) {
 	unlock(t, g)
 	w.empty()
 }
+
+// TestAbandonedQueueJoinIsFinishing: a Lock that queues has its queue
+// node's create at the server when the session is suspended, and then its
+// ctx ends. The Lock returns, but until the create's outcome is known (and
+// its node, if made, removed) the process still has the lock's state:
+// Inspect reports Finishing, and nothing is left once it is done.
+func TestAbandonedQueueJoinIsFinishing(t *testing.T) {
+	w := newWorld(t)
+	sa, sb := w.session(), w.session()
+	ma, mb := w.mutex(sa), w.mutex(sb)
+	ga := lock(t, ma)
+	bGot := lockAsync(t, mb)
+	waitFor(t, "B to mark A's node", func() bool { n, ok := w.owner(); return ok && string(n.Data) == mutex.ContendedMark })
+	unlock(t, ga) // A's release found B waiting: A's next Lock queues at once
+	gb := granted(t, bGot)
+	if err := w.Drv.Stall(sa.ID()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 1)
+	go func() { _, err := ma.Lock(ctx); errs <- err }()
+	waitFor(t, "A's queue create to reach the stalled server", func() bool { return w.Drv.Stalled(sa.ID()) > 0 })
+	if err := w.Drv.Disconnect(sa.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A to be suspended", func() bool { return sa.State() == session.StateSuspended })
+	cancel()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("A's Lock: %v, want context.Canceled", err)
+	}
+	// The create stays at the stalled server: the state must stay too
+	// (watched for a while, since what is checked is that nothing ends it).
+	for until := time.Now().Add(200 * time.Millisecond); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+		if s := ma.Inspect(); !s.Finishing || w.Drv.Stalled(sa.ID()) == 0 {
+			t.Fatalf("with A's create still at the server: %+v (%d calls waiting), want Finishing", s, w.Drv.Stalled(sa.ID()))
+		}
+	}
+	if err := w.Drv.Reconnect(sa.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Drv.Unstall(sa.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A to be done with the path", func() bool { return ma.Inspect() == (mutex.Snapshot{}) })
+	if q := w.queued(); len(q) != 0 {
+		t.Fatalf("queue nodes left once A was done: %v", names(q))
+	}
+	unlock(t, gb)
+	w.empty()
+}

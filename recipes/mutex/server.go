@@ -100,6 +100,10 @@ func newServer(s *session.Session, path string, reg *registry, log *zap.Logger) 
 			Member: waitq.NamedMember(WaiterName),
 			Decide: waitq.Predecessor(1),
 			Log:    log,
+			// The acquirer runs on a goroutine of its own, and the path's
+			// state must stay registered (Snapshot.Finishing) until the
+			// create's outcome is known.
+			AwaitCreate: true,
 		},
 	}
 }

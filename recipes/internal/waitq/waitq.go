@@ -112,6 +112,13 @@ type Spec struct {
 	// of its ctx or of the hold epoch while the create waits for the server
 	// (see package detach). Nil starts a goroutine for each create.
 	Runner *detach.Runner
+	// AwaitCreate makes Join wait for its create's outcome on the caller's
+	// goroutine, however long that takes, instead of returning when ctx or
+	// the hold epoch ends: for a caller that runs on a goroutine of its own
+	// and must know what it made before it returns (the mutex's acquirer,
+	// whose process keeps the lock's local state, and reports Finishing,
+	// until then).
+	AwaitCreate bool
 }
 
 // FormatSeq formats a sequence number as ZooKeeper appends it to a name:
@@ -268,6 +275,9 @@ type created struct {
 func (e *Entry) create(ctx context.Context) (backend.Node, []backend.Node, error) {
 	path := backend.Join(e.spec.Dir, e.spec.Name)
 	opts := backend.CreateOptions{Ephemeral: true, Sequential: true, Protected: true}
+	if e.spec.AwaitCreate {
+		return e.conn.CreateAndList(context.WithoutCancel(ctx), path, e.spec.Data, opts)
+	}
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer context.AfterFunc(e.epoch, func() { cancel(session.HoldEndReason(e.epoch)) })()
