@@ -154,9 +154,9 @@ func (m *Mutex) Lock(ctx context.Context) (*Guard, error) { return m.lock(ctx, f
 // matches coordkit.ErrSessionLost although the session may come back (check
 // its State before giving it up); under SessionPolicy, which lets a
 // suspended session hold, it returns at once an error matching
-// backend.ErrConnectionLoss, without sending anything. (A create already
-// sent when the connection drops is waited for, bounded by ctx: until the
-// reconnect tells its outcome, or the session ends.) Like every error of
+// backend.ErrConnectionLoss, without sending anything. (On ZooKeeper a
+// create already sent when the connection drops is waited for, bounded by
+// ctx: until the reconnect tells its outcome, or the session ends.) Like every error of
 // Lock and TryLock, it
 // never matches recipes.ErrLost: a call that got no hold lost nothing.
 // Other errors are as for Lock.
@@ -306,11 +306,12 @@ func (g *Guard) Fences() []backend.Guard {
 // process waits), is released on the server. At the bound Unlock first
 // asks the server whether another process waits (one round trip) and
 // returns with the answer if none does. When the lock is released on the
-// server, Unlock returns once the owner node is deleted: ctx bounds that
-// wait (if ctx is already done, the session timeout does) but not the
-// release, which goes on (retried after a connection loss until it is done
-// or the session ends) and completes before this process acquires the lock
-// again.
+// server, Unlock returns once the owner node is deleted. ctx bounds these
+// waits (if ctx is already done, the session timeout does) but not the work:
+// when ctx ends first, Unlock returns an error wrapping ctx's, and the check
+// and the release go on (retried after a connection loss until done or the
+// session ends; the release completes before this process acquires the lock
+// again). The Guard is released either way.
 //
 // If the hold had already been lost (Err matches recipes.ErrLost), Unlock
 // still deletes the owner node if it is still there and returns nil. A
@@ -353,7 +354,7 @@ func (g *Guard) Unlock(ctx context.Context) error {
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("mutex: unlock %s: release not confirmed yet (it goes on): %w", g.m.path, ctxErr(ctx))
+		return fmt.Errorf("mutex: unlock %s: not done yet (the release, or at the handoff bound the check for other processes, goes on): %w", g.m.path, ctxErr(ctx))
 	case <-g.p.exited:
 		g.cancel(recipes.ErrReleased)
 		return nil
