@@ -17,7 +17,24 @@ type EventQueue struct {
 	pumping  bool // a pump goroutine owns the head of the backlog
 	ended    bool // the terminal event was pushed
 	aborted  bool
+	closed   bool          // out is closed
 	pumpDone chan struct{} // closed when the current pump exits
+}
+
+// closeOut closes the channel. Called with q.mu held.
+func (q *EventQueue) closeOut() {
+	q.closed = true
+	close(q.out)
+}
+
+// Delivered reports whether the channel is closed: the reader has been
+// handed every event up to the terminal one, or Abort dropped the rest.
+// A driver keeps a closed Conn's queue until then, to Abort it at
+// Driver.Close.
+func (q *EventQueue) Delivered() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed
 }
 
 // NewEventQueue returns a queue whose channel buffers buffer events.
@@ -41,7 +58,7 @@ func (q *EventQueue) Push(ev ConnEvent) {
 		select {
 		case q.out <- ev:
 			if q.ended {
-				close(q.out)
+				q.closeOut()
 			}
 			return
 		default:
@@ -75,7 +92,7 @@ func (q *EventQueue) Abort() {
 	if !closedByTerminal {
 		q.mu.Lock()
 		q.ended = true
-		close(q.out)
+		q.closeOut()
 		q.mu.Unlock()
 	}
 }
@@ -88,14 +105,14 @@ func (q *EventQueue) pump(done chan struct{}) {
 			// Abort came while a send was under way: the send won, and
 			// the channel must still close before Abort returns.
 			q.backlog, q.pumping, q.ended = nil, false, true
-			close(q.out)
+			q.closeOut()
 			q.mu.Unlock()
 			return
 		}
 		if len(q.backlog) == 0 {
 			q.pumping = false
 			if q.ended {
-				close(q.out)
+				q.closeOut()
 			}
 			q.mu.Unlock()
 			return
@@ -111,7 +128,7 @@ func (q *EventQueue) pump(done chan struct{}) {
 		case <-q.abort:
 			q.mu.Lock()
 			q.backlog, q.pumping, q.ended = nil, false, true
-			close(q.out)
+			q.closeOut()
 			q.mu.Unlock()
 			return
 		}

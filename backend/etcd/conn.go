@@ -50,6 +50,7 @@ type conn struct {
 
 	events      chan backend.ConnEvent
 	abandoned   chan struct{} // closed by abandonEvents: pump drops what is left
+	eventsDone  chan struct{} // closed once pump has closed events
 	abandonOnce sync.Once
 	expireCh    chan error    // reasons to expire, from watchers and calls
 	closeCh     chan struct{} // closed by Close for the state loop
@@ -381,6 +382,7 @@ func (c *conn) askLease(ctx context.Context) (leaseState, int64, error) {
 // finishes at once; otherwise it waits for the reader, never dropping,
 // until Driver.Close abandons the events nobody has read (abandonEvents).
 func (c *conn) pump(queue []backend.ConnEvent) {
+	defer close(c.eventsDone)
 	defer close(c.events)
 	for _, ev := range queue {
 		select {
@@ -388,6 +390,17 @@ func (c *conn) pump(queue []backend.ConnEvent) {
 		case <-c.abandoned:
 			return
 		}
+	}
+}
+
+// eventsDelivered reports whether Events is closed: every event was taken,
+// or abandoned.
+func (c *conn) eventsDelivered() bool {
+	select {
+	case <-c.eventsDone:
+		return true
+	default:
+		return false
 	}
 }
 

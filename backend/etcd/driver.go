@@ -70,9 +70,12 @@ type Driver struct {
 	// lateApplyWindow: see defaultLateApplyWindow (shorter in tests).
 	lateApplyWindow time.Duration
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	// lingering are closed Conns whose Events still hold events nobody
+	// has read: Close drops them (see forget).
+	lingering map[*conn]struct{}
+	closed    bool
 }
 
 var _ backend.Driver = (*Driver)(nil)
@@ -216,6 +219,7 @@ func (d *Driver) Open(ctx context.Context, ttl time.Duration) (backend.Conn, err
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.events = make(chan backend.ConnEvent, eventBuffer)
 	c.abandoned = make(chan struct{})
+	c.eventsDone = make(chan struct{})
 	c.expireCh = make(chan error, 1)
 	c.closeCh = make(chan struct{})
 	c.loopDone = make(chan struct{})
@@ -269,10 +273,25 @@ func defaultSuspendAfter(ttl time.Duration) time.Duration {
 // ends its holds) before the server can expire it.
 func maxSuspendAfter(ttl time.Duration) time.Duration { return ttl * 9 / 10 }
 
+// forget drops a closed Conn, unless its Events still hold events nobody
+// has read: those Close drops, so that no goroutine outlives it waiting for
+// a reader. Conns whose events have all been taken since are dropped here
+// too.
 func (d *Driver) forget(c *conn) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	delete(d.conns, c)
-	d.mu.Unlock()
+	for l := range d.lingering {
+		if l.eventsDelivered() {
+			delete(d.lingering, l)
+		}
+	}
+	if !c.eventsDelivered() {
+		if d.lingering == nil {
+			d.lingering = map[*conn]struct{}{}
+		}
+		d.lingering[c] = struct{}{}
+	}
 }
 
 // Close closes every Conn opened by the driver, each bounded by its TTL, and
@@ -303,7 +322,14 @@ func (d *Driver) Close() error {
 	}
 	wg.Wait()
 	// Events nobody has read beyond the channel's buffer are dropped: no
-	// goroutine outlives Driver.Close waiting for a reader.
+	// goroutine outlives Driver.Close waiting for a reader. That includes
+	// Conns closed before, whose events are still unread.
+	d.mu.Lock()
+	for c := range d.lingering {
+		conns = append(conns, c)
+	}
+	d.lingering = nil
+	d.mu.Unlock()
 	for _, c := range conns {
 		c.abandonEvents()
 	}

@@ -14,7 +14,7 @@ import (
 // waiting for a reader that never comes.
 func TestPumpAbandoned(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	c := &conn{events: make(chan backend.ConnEvent), abandoned: make(chan struct{})}
+	c := &conn{events: make(chan backend.ConnEvent), abandoned: make(chan struct{}), eventsDone: make(chan struct{})}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -25,5 +25,8 @@ func TestPumpAbandoned(t *testing.T) {
 	<-done
 	if _, ok := <-c.events; ok {
 		t.Fatal("an event after the pump was abandoned")
+	}
+	if !c.eventsDelivered() {
+		t.Fatal("events closed, but not reported delivered")
 	}
 }

@@ -53,11 +53,14 @@ type Driver struct {
 	servers []string
 	opts    options
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
-	bgN    int           // go-zookeeper Close calls left running by conn.closeZK
-	bgZero chan struct{} // closed when bgN drops to 0
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	// lingering are closed Conns whose Events still hold events nobody
+	// has read: Close drops them (see forget).
+	lingering map[*conn]struct{}
+	closed    bool
+	bgN       int           // go-zookeeper Close calls left running by conn.closeZK
+	bgZero    chan struct{} // closed when bgN drops to 0
 }
 
 var _ backend.Driver = (*Driver)(nil)
@@ -176,7 +179,14 @@ func (d *Driver) Close() error {
 	}
 	wg.Wait()
 	// Events nobody has read beyond the channel's buffer are dropped: no
-	// goroutine outlives Driver.Close waiting for a reader.
+	// goroutine outlives Driver.Close waiting for a reader. That includes
+	// Conns closed before, whose events are still unread.
+	d.mu.Lock()
+	for c := range d.lingering {
+		conns = append(conns, c)
+	}
+	d.lingering = nil
+	d.mu.Unlock()
 	for _, c := range conns {
 		c.events.Abort()
 	}
@@ -205,10 +215,25 @@ func (d *Driver) bgAdd(delta int) {
 	}
 }
 
+// forget drops a closed Conn, unless its Events still hold events nobody
+// has read: those Close drops, so that no queue's goroutine outlives it
+// waiting for a reader. Conns whose events have all been taken since are
+// dropped here too.
 func (d *Driver) forget(c *conn) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	delete(d.conns, c)
-	d.mu.Unlock()
+	for l := range d.lingering {
+		if l.events.Delivered() {
+			delete(d.lingering, l)
+		}
+	}
+	if !c.events.Delivered() {
+		if d.lingering == nil {
+			d.lingering = map[*conn]struct{}{}
+		}
+		d.lingering[c] = struct{}{}
+	}
 }
 
 // dial opens a TCP connection for go-zookeeper, unless the conn may no
