@@ -93,6 +93,7 @@ type Session struct {
 	hold     context.Context // current hold epoch
 	holdStop context.CancelCauseFunc
 	subs     map[*subscriber]struct{}
+	final    Change // the terminal change, for a subscriber that comes after it
 }
 
 // New opens a session on the driver and returns it once it is Connected.
@@ -329,10 +330,10 @@ func (s *Session) drainUntilTerminal(events <-chan backend.ConnEvent) {
 
 // transition records a non-terminal state and tells holds and subscribers.
 func (s *Session) transition(st State, cause error) {
+	endHolds := s.opts.policy(st) // the user's code: not under s.mu
 	s.mu.Lock()
 	prev := s.state
 	s.state = st
-	endHolds := s.opts.policy(st)
 	if st == StateReconnected && s.hold.Err() != nil && !s.closeRequested() {
 		// Holds of the last epoch stay ended; new holds get a new epoch
 		// (unless Close has begun: a reconnect the loop sees after that
@@ -369,7 +370,8 @@ func (s *Session) finish(st State, cause error) {
 	s.err = cause
 	s.holdStop(holdLost(cause))
 	s.cancel(cause)
-	s.publishLocked(Change{State: st, Err: cause, At: s.opts.clock.Now()})
+	s.final = Change{State: st, Err: cause, At: s.opts.clock.Now()}
+	s.publishLocked(s.final)
 	for sub := range s.subs {
 		sub.closeQueue()
 	}

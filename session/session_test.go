@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -494,5 +495,51 @@ func TestSessionCarriesRunnerAndTable(t *testing.T) {
 	// still come through it.
 	if !errors.Is(context.Cause(f.s.Context()), coordkit.ErrClosed) {
 		t.Fatalf("cause of the session's context: %v, want ErrClosed", context.Cause(f.s.Context()))
+	}
+}
+
+// TestPolicyMayCallTheSession: an ErrorPolicy that reads the session (its
+// State, say) runs while the session processes a change: it must not
+// deadlock the session's loop (the policy used to run under the session's
+// lock), and the change still reaches subscribers.
+func TestPolicyMayCallTheSession(t *testing.T) {
+	var sess atomic.Pointer[session.Session]
+	seen := make(chan session.State, 4)
+	policy := func(st session.State) bool {
+		if s := sess.Load(); s != nil {
+			seen <- s.State() // the state before the change
+		}
+		return session.StandardPolicy(st)
+	}
+	f := newFixture(t, session.WithErrorPolicy(policy))
+	sess.Store(f.s)
+	if err := f.drv.Disconnect(f.s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	f.next(session.StateSuspended)
+	if st := <-seen; st != session.StateConnected {
+		t.Fatalf("the policy saw %v, want the state before the change (Connected)", st)
+	}
+	if st := f.s.State(); st != session.StateSuspended {
+		t.Fatalf("state %v, want Suspended", st)
+	}
+}
+
+// TestLateSubscriberGetsTheTerminalChange: a subscriber that comes after
+// the session ended gets the terminal change as it happened, with when it
+// was observed.
+func TestLateSubscriberGetsTheTerminalChange(t *testing.T) {
+	f := newFixture(t)
+	if err := f.s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ch, stop := f.s.Changes()
+	defer stop()
+	c, ok := <-ch
+	if !ok || c.State != session.StateClosed || !errors.Is(c.Err, session.ErrClosed) || c.At.IsZero() {
+		t.Fatalf("late subscriber's change: %+v (ok %v), want Closed with ErrClosed and its time", c, ok)
+	}
+	if _, ok := <-ch; ok {
+		t.Fatal("a late subscriber's channel stays open after the terminal change")
 	}
 }

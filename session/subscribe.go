@@ -82,7 +82,7 @@ func (s *Session) subscribe() *subscriber {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.subs == nil { // ended: deliver the terminal change only
-		sub.queue = append(sub.queue, Change{State: s.state, Err: s.err})
+		sub.queue = append(sub.queue, s.final)
 		sub.closed = true
 		return sub
 	}
