@@ -256,8 +256,9 @@ func (g *Guard) Context() context.Context { g.hold.Watch(); return g.hold.Contex
 // increase from one holder of the path to the next.
 func (g *Guard) Token() int64 { return g.hold.Token() }
 
-// Fence returns the condition that holds exactly while the lock node is
-// unchanged, for backend.Conn.GuardedSet on data kept in the same backend.
+// Fence returns the condition that holds exactly while the guard's lock node
+// exists (the incarnation with its token; a write to the node's data does not
+// fail it), for backend.Conn.GuardedSet on data kept in the same backend.
 func (g *Guard) Fence() backend.Guard { return g.hold.Fence() }
 
 // Fences returns Fence alone: the lock node's protected, sequential name is

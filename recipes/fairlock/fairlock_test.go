@@ -20,6 +20,7 @@ import (
 	"github.com/coordkit/coordkit/backend"
 	"github.com/coordkit/coordkit/recipes"
 	"github.com/coordkit/coordkit/recipes/fairlock"
+	"github.com/coordkit/coordkit/recipes/fence"
 	"github.com/coordkit/coordkit/recipes/internal/locktest"
 	"github.com/coordkit/coordkit/session"
 )
@@ -1226,4 +1227,30 @@ func TestUnlockAfterServerExpiry(t *testing.T) {
 		}()
 	}
 	e.awaitChildren(0)
+}
+
+// TestFenceIgnoresDataWrites: someone writes to the holder's lock node
+// (Curator never does; an operator or a foreign client might). The hold is
+// not lost (its monitor compares the token), so a fenced write still goes
+// through; once the node is deleted, it is refused.
+func TestFenceIgnoresDataWrites(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g := e.acquire()
+	if _, err := e.Obs.Create(ctx, "/data/x", []byte("v0"), backend.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Obs.Delete(ctx, "/data/x", backend.AnyVersion)
+	if _, err := e.Obs.Set(ctx, g.Fence().Path, []byte("someone's"), backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fence.Set(ctx, e.Obs, g, "/data/x", []byte("v1"), backend.AnyVersion); err != nil || g.Err() != nil {
+		t.Fatalf("fenced write after a write to the lock node: %v (hold %v), want it written", err, g.Err())
+	}
+	if err := e.Obs.Delete(ctx, g.Fence().Path, backend.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fence.Set(ctx, e.Obs, g, "/data/x", []byte("v2"), backend.AnyVersion); !errors.Is(err, fence.ErrStale) {
+		t.Fatalf("fenced write after the lock node was deleted: %v, want ErrStale", err)
+	}
 }

@@ -210,5 +210,11 @@ func (h *Hold) End(cause error) bool {
 	return endedIt
 }
 
-// Fence returns the guard that holds while the grant's node is unchanged.
-func (h *Hold) Fence() backend.Guard { return backend.GuardOf(h.node) }
+// Fence returns the guard that holds while the grant's node exists, at any
+// data version: the incarnation with the grant's token (compared where the
+// backend can: etcd, memory; on ZooKeeper the node's unique name says it).
+// A write to the node's data does not end the hold (the monitor compares the
+// token only), so it must not fail the fence either.
+func (h *Hold) Fence() backend.Guard {
+	return backend.Guard{Path: h.node.Path, Token: h.node.Token, Version: backend.AnyVersion}
+}
