@@ -57,13 +57,17 @@ type Proxy struct {
 
 	droppedFromClients atomic.Int64
 	droppedFromServers atomic.Int64
+
+	// afterDrop, when set (under mu, by tests of this package), runs on the
+	// pump's goroutine right after it has dropped a chunk, outside mu.
+	afterDrop func()
 }
 
 type proxyConn struct {
 	client, server net.Conn
 	closed         chan struct{}
 	closeOnce      sync.Once
-	tainted        atomic.Bool // lost bytes in a blackhole
+	tainted        bool // under Proxy.mu: lost bytes in a blackhole
 }
 
 // ProxyOption configures a Proxy.
@@ -183,7 +187,7 @@ func (p *Proxy) Unblackhole() {
 	p.blackholed = false
 	p.replyHole = false
 	for c := range p.conns {
-		if c.tainted.Load() {
+		if c.tainted {
 			c.reset()
 		}
 	}
@@ -344,15 +348,26 @@ func (p *Proxy) pump(c *proxyConn, dst, src net.Conn, parser *zkConnectParser, f
 			if !p.gate(c) {
 				return
 			}
+			// Whether to drop the chunk, and marking the connection for
+			// Unblackhole to reset, is one step under mu: an Unblackhole
+			// cannot come between them and miss a connection that is about
+			// to lose bytes.
 			p.mu.Lock()
-			blackholed := p.blackholed || (fromServer && p.replyHole)
-			p.mu.Unlock()
-			if blackholed {
-				c.tainted.Store(true)
+			drop := p.blackholed || (fromServer && p.replyHole)
+			var afterDrop func()
+			if drop {
+				c.tainted = true
 				if fromServer {
 					p.droppedFromServers.Add(int64(n))
 				} else {
 					p.droppedFromClients.Add(int64(n))
+				}
+				afterDrop = p.afterDrop
+			}
+			p.mu.Unlock()
+			if drop {
+				if afterDrop != nil {
+					afterDrop()
 				}
 			} else if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
