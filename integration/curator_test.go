@@ -192,21 +192,9 @@ func TestCuratorExclusion(t *testing.T) {
 	curatorWaitChildren(ctx, t, conn, dir, 1)
 
 	// B queues behind A and is granted when A releases.
-	granted := curatorAcquireAsync(ctx, b, dir)
-	queued := curatorWaitChildren(ctx, t, conn, dir, 2)
-	if queued[0] != nameA || !curatorNode.MatchString(queued[1]) {
-		t.Fatalf("queue %v: want A's %s first, then a Curator node", queued, nameA)
-	}
-	curatorNotYet(t, granted, "B's grant while A holds")
-	if err := a.Release(ctx, dir); err != nil {
-		t.Fatalf("A release: %v", err)
-	}
-	g := receive(t, "B's acquire", granted, 30*time.Second)
-	if g.err != nil {
-		t.Fatalf("B acquire: %v", g.err)
-	}
-	if name := checkCuratorNode(t, dir, g.node); name != queued[1] || curatorSeq(t, name) <= curatorSeq(t, nameA) || g.czxid <= zA {
-		t.Fatalf("B got %s (czxid %d); want its queued node %s, after A's %s (czxid %d)", name, g.czxid, queued[1], nameA, zA)
+	queued, g := curatorHandOver(ctx, t, conn, a, b, dir, nameA)
+	if name := checkCuratorNode(t, dir, g.node); name != queued || curatorSeq(t, name) <= curatorSeq(t, nameA) || g.czxid <= zA {
+		t.Fatalf("B got %s (czxid %d); want its queued node %s, after A's %s (czxid %d)", name, g.czxid, queued, nameA, zA)
 	}
 	if got := curatorWaitChildren(ctx, t, conn, dir, 1); got[0] != path.Base(g.node) {
 		t.Fatalf("children %v after A's release, want only B's", got)
@@ -222,6 +210,62 @@ func TestCuratorExclusion(t *testing.T) {
 	}
 	if err := a.Release(ctx, dir); err != nil {
 		t.Fatalf("A release again: %v", err)
+	}
+	curatorWaitChildren(ctx, t, conn, dir, 0)
+}
+
+// curatorHandOver has b queue behind a, which holds the lock at dir with its
+// node held (a name), checks that b waits, releases a and returns b's grant
+// and the name of the node b queued.
+func curatorHandOver(ctx context.Context, t *testing.T, conn *zk.Conn, a, b *integration.Curator, dir, held string) (string, curatorGrant) {
+	t.Helper()
+	granted := curatorAcquireAsync(ctx, b, dir)
+	queued := curatorWaitChildren(ctx, t, conn, dir, 2)
+	if queued[0] != held || !curatorNode.MatchString(queued[1]) {
+		t.Fatalf("queue %v: want A's %s first, then a Curator node", queued, held)
+	}
+	curatorNotYet(t, granted, "B's grant while A holds")
+	if err := a.Release(ctx, dir); err != nil {
+		t.Fatalf("A release: %v", err)
+	}
+	g := receive(t, "B's acquire", granted, 30*time.Second)
+	if g.err != nil {
+		t.Fatalf("B acquire: %v", g.err)
+	}
+	return queued[1], g
+}
+
+// TestCuratorAcquireNode checks AcquireNode, the acquire without the czxid
+// read that lockbench's handoff rows use: it takes the lock as Acquire does
+// (its node is the directory's one child, named like Curator's), another
+// driver cannot take the lock while it is held and queues behind it, and
+// after Release the other driver is granted its queued node.
+func TestCuratorAcquireNode(t *testing.T) {
+	cs, zkc := startCurators(t, 2)
+	a, b := cs[0], cs[1]
+	conn := curatorWatcher(t, zkc.Addrs())
+	ctx := context.Background()
+	dir := curatorLockPath(t)
+
+	node, err := a.AcquireNode(ctx, dir)
+	if err != nil {
+		t.Fatalf("A AcquireNode: %v", err)
+	}
+	name := checkCuratorNode(t, dir, node)
+	if got := curatorWaitChildren(ctx, t, conn, dir, 1); got[0] != name {
+		t.Fatalf("children %v, want [%s]", got, name)
+	}
+	if _, _, err := b.TryAcquire(ctx, dir, 200*time.Millisecond); !errors.Is(err, integration.ErrCuratorTimedOut) {
+		t.Fatalf("B TryAcquire(200ms) while A holds through AcquireNode: %v, want ErrCuratorTimedOut", err)
+	}
+	curatorWaitChildren(ctx, t, conn, dir, 1)
+
+	queued, g := curatorHandOver(ctx, t, conn, a, b, dir, name)
+	if got := checkCuratorNode(t, dir, g.node); got != queued {
+		t.Fatalf("B got %s, want its queued node %s", got, queued)
+	}
+	if err := b.Release(ctx, dir); err != nil {
+		t.Fatalf("B release: %v", err)
 	}
 	curatorWaitChildren(ctx, t, conn, dir, 0)
 }

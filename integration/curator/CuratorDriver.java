@@ -11,11 +11,20 @@
 // in completion order.
 //
 //   <id> acquire <path> [waitMs]      -> <id> acquired <node> <czxid> | <id> timeout
+//   <id> acquire-node <path>          -> <id> acquired <node>
 //   <id> release <path>               -> <id> released
 //   <id> bench-uncontended <path> <n> -> <id> ops <n> <seconds>
 //   <id> bench-threads <path> <threads> <seconds> -> <id> ops <n> <seconds>
 //   <id> quit                         -> <id> bye (then the process exits)
 //   cancel <id>                       (no reply of its own)
+//
+// acquire reads the lock node's czxid with one more ZooKeeper call
+// (checkExists) after InterProcessMutex.acquire() returns; acquire-node
+// replies as soon as acquire() returns, with the node's path alone (which
+// Curator knows without asking the server), so that it costs what
+// Curator's users see. bench-uncontended first runs max(20, n/10) cycles
+// untimed; bench-threads first runs its threads for a tenth of the seconds
+// untimed, on the same path and mutexes.
 //
 // Any request may instead get "<id> error <message>", or "<id> cancelled"
 // after a cancel. Each path has one InterProcessMutex, used by one worker
@@ -176,7 +185,12 @@ public final class CuratorDriver {
             case "acquire": {
                 need(f, 3, 4);
                 long waitMs = f.length == 4 ? Long.parseLong(f[3]) : -1;
-                submit(id, "acquire", f[2], t -> acquire(t, waitMs));
+                submit(id, "acquire", f[2], t -> acquire(t, waitMs, true));
+                return false;
+            }
+            case "acquire-node": {
+                need(f, 3, 3);
+                submit(id, "acquire", f[2], t -> acquire(t, -1, false));
                 return false;
             }
             case "release": {
@@ -286,7 +300,12 @@ public final class CuratorDriver {
         }
     }
 
-    static String acquire(Task t, long waitMs) throws Exception {
+    /**
+     * Takes the path's mutex (waitMs < 0: as long as it takes) and replies
+     * with its node, and with the node's czxid when withCzxid is set (one
+     * more ZooKeeper call).
+     */
+    static String acquire(Task t, long waitMs, boolean withCzxid) throws Exception {
         Mutex m = workers.get(t.path).mutex;
         boolean ok;
         if (waitMs < 0) {
@@ -305,6 +324,9 @@ public final class CuratorDriver {
         }
         Thread.interrupted();
         String node = m.node();
+        if (!withCzxid) {
+            return "acquired " + node;
+        }
         long czxid;
         try {
             Stat st = client.checkExists().forPath(node);
@@ -404,8 +426,28 @@ public final class CuratorDriver {
      * threads threads, each with its own InterProcessMutex on path (one
      * CuratorFramework), take and release the lock for the given seconds;
      * the count is the acquisitions that completed within the window.
+     * First the same threads' mutexes run for a tenth of the seconds
+     * untimed, on the same path: that creates the path's parents and warms
+     * the code up outside the window, as coordkit's rows warm up for a
+     * tenth of theirs before they are timed.
      */
     static String benchThreads(String path, int threads, double seconds) throws Exception {
+        List<InterProcessMutex> ms = new ArrayList<>();
+        for (int i = 0; i < threads; i++) {
+            ms.add(new InterProcessMutex(client, path));
+        }
+        contend(ms, seconds / 10);
+        return contend(ms, seconds);
+    }
+
+    /**
+     * Runs one thread per mutex, each taking and releasing its mutex in a
+     * loop for the given seconds, and returns the acquisitions completed
+     * within the window. Every thread has released its mutex when it
+     * returns.
+     */
+    static String contend(List<InterProcessMutex> ms, double seconds) throws Exception {
+        int threads = ms.size();
         AtomicLong count = new AtomicLong();
         AtomicBoolean stop = new AtomicBoolean();
         AtomicBoolean failed = new AtomicBoolean();
@@ -414,8 +456,8 @@ public final class CuratorDriver {
         List<Throwable> errors = new ArrayList<>();
         List<Thread> ts = new ArrayList<>();
         for (int i = 0; i < threads; i++) {
+            InterProcessMutex m = ms.get(i);
             Thread th = new Thread(() -> {
-                InterProcessMutex m = new InterProcessMutex(client, path);
                 try {
                     go.await();
                     while (!stop.get()) {
@@ -446,8 +488,8 @@ public final class CuratorDriver {
         long start = System.nanoTime();
         go.countDown();
         try {
-            long ms = (long) (seconds * 1000);
-            Thread.sleep(ms);
+            long sleepMs = (long) (seconds * 1000);
+            Thread.sleep(sleepMs);
         } catch (InterruptedException e) {
             stop.set(true);
             for (Thread th : ts) {

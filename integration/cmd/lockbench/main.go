@@ -25,7 +25,10 @@
 //   - handoff latency: two sessions ping-pong the lock; the time from the
 //     holder's Unlock returning to the waiter's Lock returning.
 //
-// Each row runs once per round, for -duration; the rows of a section take
+// Before the first round every Curator JVM is warmed up once (its JIT
+// compiles the lock's code paths; see env.warmCurators), then each row has
+// an untimed warm-up round of half of -duration. Each row runs once per
+// round, for -duration; the rows of a section take
 // turns within a round (the first row changes from round to round), so that
 // a slow spell of a loaded machine hits every row of a section alike. Many
 // short rounds (21 of 300ms by default) interleave the rows finely: on a
@@ -64,29 +67,34 @@ import (
 
 // config is what the flags say.
 type config struct {
-	duration  time.Duration // per row and round
-	warmup    time.Duration // per row, once, before the first round
-	rounds    int
-	only      string // "", "zk" or "etcd"
-	etcdFsync bool
-	mdPath    string
-	svgPath   string
-	args      []string  // the command line, for the report
-	progress  io.Writer // one line per section and round
+	duration time.Duration // per row and round
+	warmup   time.Duration // per row, once, before the first round
+	rounds   int
+	// The Curator JVMs' warm-up, once before the warm-up round (see
+	// env.warmCurators): acquire+release cycles per driver, and how long
+	// 32 threads run on driver 0.
+	jvmWarmCycles  int
+	jvmWarmThreads time.Duration
+	only           string // "", "zk" or "etcd"
+	etcdFsync      bool
+	mdPath         string
+	svgPath        string
+	args           []string  // the command line, for the report
+	progress       io.Writer // one line per section and round
 }
 
 // parseFlags reads the command line (without the program name).
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("lockbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg := config{args: args, progress: stderr}
+	cfg := config{args: args, progress: stderr, jvmWarmCycles: 1500, jvmWarmThreads: time.Second}
 	fs.DurationVar(&cfg.duration, "duration", 300*time.Millisecond, "how long each row runs in each round")
 	fs.IntVar(&cfg.rounds, "rounds", 21, "rounds; the table reports the median round")
 	fs.StringVar(&cfg.only, "only", "", `run one backend only: "zk" or "etcd"`)
 	fs.BoolVar(&cfg.etcdFsync, "etcd-fsync", true, "run etcd with fsync on (ZooKeeper runs both ways)")
 	fs.StringVar(&cfg.mdPath, "md", "", "write a markdown report to this file")
 	fs.StringVar(&cfg.svgPath, "svg", "", "write an SVG bar chart of the ratios to this file")
-	quick := fs.Bool("quick", false, "250ms rounds, 2 of them: a smoke test, not a measurement")
+	quick := fs.Bool("quick", false, "250ms rounds, 2 of them, and a short JVM warm-up: a smoke test, not a measurement")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run ./integration/cmd/lockbench [flags]")
 		fs.PrintDefaults()
@@ -106,6 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["rounds"] {
 			cfg.rounds = 2
 		}
+		cfg.jvmWarmCycles, cfg.jvmWarmThreads = 300, 250*time.Millisecond
 	}
 	switch {
 	case cfg.duration <= 0:
@@ -165,6 +174,9 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	info.servers = env.versions(ctx)
 
 	sections := env.sections()
+	if err := env.warmCurators(ctx, cfg); err != nil {
+		return err
+	}
 	if err := runRounds(ctx, cfg, env.runID, sections); err != nil {
 		return err
 	}

@@ -186,7 +186,7 @@ func requireInstallation(t *testing.T) {
 	}
 	msg := "lockbench needs ZooKeeper, Java and Apache Curator: " + strings.Join(missing, "; ")
 	if integration.InCI() {
-		t.Fatal(msg + " (CI is set, so this is a failure)")
+		t.Fatal(msg + " (strict mode, see integration.InCI: this is a failure)")
 	}
 	t.Skip(msg)
 }

@@ -163,29 +163,84 @@ func (rep *report) method() string {
 
 // notes explain what the table cannot say in a cell.
 func (rep *report) notes() []string {
-	return []string{
+	notes := []string{
 		"Ratio: against the section's reference measured in the same run, more is better: rate ÷ reference rate; for handoff, reference latency ÷ latency.",
 		rep.intervalNote(),
 		"Throughput spread: the lowest and highest round. Handoff: p50 and p99 over every sample of every round; spread: the lowest and highest round median.",
 		"Handoff: two sessions ping-pong the lock; once an observer session sees the waiter queued (and " + settle.String() + " more, for it to park on its watch), the holder unlocks; a sample is the time from that Unlock returning to the waiter's Lock returning.",
-		"Curator handoff is measured, not derived: two Curator drivers (two JVMs) acquire and release through the kit's stdin/stdout line protocol; one pipe hop (tens of µs) delays both the Unlock-returned and the Lock-returned time, so it largely cancels.",
-		"etcd concurrency.Mutex: a waiter watches the key before its own from the revision of its own read; etcd serves such a watch as catching up (unsynced) until its resync loop, which runs every 100ms (watchResyncPeriod in etcd's mvcc), has synced it, so a release soon after the waiter queued can reach the waiter up to 100ms late: the long tail of its handoff row (waiter queued " + settle.String() + " before the release) and its rate with 4 sessions. coordkit's etcd driver opens its watches at the current revision together with the read and settles the two on one revision (see package backend/etcd), so etcd serves them at once.",
+		"Curator handoff is measured, not derived: two Curator drivers (two JVMs) take the lock with the driver's acquire-node request (InterProcessMutex.acquire(), replied to as soon as it returns, with no further ZooKeeper call) and release it with release, through the kit's stdin/stdout line protocol. A sample runs from the holder's \"released\" reply reaching the harness to the waiter's \"acquired\" reply reaching it: Curator's own handoff (the delete's notification, the waiter's getChildren) plus one driver-to-harness pipe hop (tens of µs) at each end, which largely cancel.",
+		"etcd concurrency.Mutex: a waiter watches the key before its own from the revision of its own read, and etcd serves a watch whose start revision is not past its current one as catching up (unsynced) until its resync loop, which runs every 100ms (watchResyncPeriod in etcd's mvcc), has synced it. In the handoff row the holder releases " + settle.String() + " after the observer sees the waiter queued, before that loop's next run, so the delete reaches the waiter only at that run; the grant thus comes at a run, the next waiter queues right after it and misses it in turn: the handoffs lock onto the loop's phase, and the row's MEDIAN, not only its tail, lands near 100ms (100ms less the time from a run to the release: the waiter queueing, the observer, the settle). The same loop limits its rate with 4 sessions. coordkit's etcd driver opens its watches at the current revision together with the read and settles the two on one revision (see package backend/etcd), so etcd serves them at once.",
 		"Floors: go-zookeeper create(ephemeral)+delete is the least any ZooKeeper lock cycle costs; \"the mutex's two stamped multis\" (ZooKeeper) and \"the mutex's two Txns\" (etcd) send exactly the requests of an uncontended coordkit mutex cycle from the bare client, so the mutex's distance to them is what coordkit's own code costs; on ZooKeeper their distance to create+delete is what the stamp and pin of the mutex's exact release cost the server (see package recipes/mutex, \"Layout\").",
-		"Curator uncontended is the driver's own loop (BenchUncontended, which adds a warm-up of a tenth of its cycles); Curator with 4 sessions is BenchThreads(path, 1, d) in 4 JVMs at once, summed.",
+		"Curator uncontended is the driver's own loop (BenchUncontended, which adds a warm-up of a tenth of its cycles); Curator with 4 sessions is BenchThreads(path, 1, d) in 4 JVMs at once, summed; BenchThreads first runs the same threads and mutexes on the same path for d/10 untimed (which creates the path's parents), as coordkit's throughput rows warm up on their path for a tenth of d before they are timed.",
+		rep.jvmNote(),
 		"The contended and handoff ZooKeeper sections run on the fsync-on server. etcd 32 goroutines has no reference: a concurrency.Mutex cannot be shared by goroutines.",
 	}
+	return slices.DeleteFunc(notes, func(n string) bool { return n == "" })
+}
+
+// jvmNote says how the Curator JVMs were warmed up (env.warmCurators), or
+// is empty when there were none or no warm-up.
+func (rep *report) jvmNote() string {
+	if rep.cfg.only == "etcd" || rep.cfg.jvmWarmCycles <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("Curator JVMs: before the first round each driver ran %d acquire+release cycles on a scratch path (fewer if they took over %v), one driver after another, then driver 0 of the fsync-on server (the 32-thread row's) ran BenchThreads with 32 threads for %v, so that the JIT has compiled Curator's code before any round; the per-row warm-up round follows, as for every row.",
+		rep.cfg.jvmWarmCycles, jvmWarmBudget, rep.cfg.jvmWarmThreads)
 }
 
 // intervalNote explains the per-round column, with the ranks and exact
-// coverage of the interval at this run's number of rounds.
+// coverage of the interval at each number of per-round ratios the rows
+// have (see ratioCounts).
 func (rep *report) intervalNote() string {
-	n := fmt.Sprintf("Per round: the ratio of each round (the row over the reference in the same round, more is better), their median, and in brackets a distribution-free %.0f%% confidence interval for that median (order statistics of the binomial", confidence*100)
-	if k, coverage, ok := medianRanks(rep.cfg.rounds, confidence); ok {
-		n += fmt.Sprintf(": with %d rounds, the %s and %s smallest ratio, exact coverage %.1f%%)", rep.cfg.rounds, ordinal(k), ordinal(rep.cfg.rounds+1-k), coverage*100)
-	} else {
-		n += fmt.Sprintf("; %d rounds are too few for one)", rep.cfg.rounds)
+	n := fmt.Sprintf("Per round: the ratio of each round (the row over the reference in the same round, more is better), their median, and in brackets a distribution-free %.0f%% confidence interval for that median (order statistics of the binomial: ", confidence*100)
+	counts := rep.ratioCounts()
+	var parts []string
+	for _, c := range counts {
+		what := plural(c, "round")
+		if c != rep.cfg.rounds {
+			what = fmt.Sprintf("%s (of %s)", plural(c, "ratio"), plural(rep.cfg.rounds, "round"))
+		}
+		if k, coverage, ok := medianRanks(c, confidence); ok {
+			parts = append(parts, fmt.Sprintf("with %s, the %s and %s smallest ratio, exact coverage %.1f%%", what, ordinal(k), ordinal(c+1-k), coverage*100))
+		} else {
+			parts = append(parts, what+" are too few for one")
+		}
 	}
-	return n + ". The rows of a section take turns within a round, so a round's ratio cancels the drift the machine shows from round to round; the interval says how far one run can be trusted, and whether a bar lies inside it."
+	n += strings.Join(parts, "; ") + ")."
+	if len(counts) > 1 || counts[0] != rep.cfg.rounds {
+		n += " A round in which a row or its reference measured nothing gives no ratio, and a row that ran fewer rounds than its reference has none."
+	}
+	return n + " The rows of a section take turns within a round, so a round's ratio cancels the drift the machine shows from round to round; the interval says how far one run can be trusted, and whether a bar lies inside it."
+}
+
+// ratioCounts returns the distinct numbers of per-round ratios
+// (pairedRatios) of the rows that have a reference, ascending; without
+// such rows, the number of rounds.
+func (rep *report) ratioCounts() []int {
+	var counts []int
+	for _, s := range rep.sections {
+		if s.reference() == nil {
+			continue
+		}
+		for _, r := range s.rows {
+			if !r.ref {
+				counts = append(counts, len(s.pairedRatios(r)))
+			}
+		}
+	}
+	if len(counts) == 0 {
+		return []int{rep.cfg.rounds}
+	}
+	slices.Sort(counts)
+	return slices.Compact(counts)
+}
+
+// plural writes "1 round", "21 rounds".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // ordinal writes 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st.

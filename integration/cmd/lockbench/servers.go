@@ -190,6 +190,60 @@ func (e *env) startCurators(ctx context.Context) error {
 	return parallel(starts)
 }
 
+// Curator JVM warm-up (see warmCurators).
+const (
+	jvmWarmChunk  = 250             // cycles per BenchUncontended call
+	jvmWarmBudget = 5 * time.Second // per driver: no further chunk after this
+)
+
+// warmCurators warms up, once before the first round, the JVM of every
+// Curator driver the rows use, so that no round runs Curator's code
+// interpreted while the JIT compiles it (the per-row warm-up round, half of
+// -duration, is too short for that): cfg.jvmWarmCycles acquire+release
+// cycles per driver, in BenchUncontended calls of jvmWarmChunk cycles on a
+// scratch path (fewer once jvmWarmBudget has passed on a slow server), then
+// BenchThreads with 32 threads for cfg.jvmWarmThreads on the fsync-on
+// server's driver 0, the one of the 32-thread row. The drivers warm up one
+// after the other, so that none competes with another for the CPU.
+func (e *env) warmCurators(ctx context.Context, cfg config) error {
+	if e.zkOn == nil || cfg.jvmWarmCycles <= 0 {
+		return nil
+	}
+	type driver struct {
+		c    *integration.Curator
+		name string
+	}
+	var ds []driver
+	for _, z := range []*zkServer{e.zkOn, e.zkOff} {
+		for i, c := range z.curators {
+			ds = append(ds, driver{c, fmt.Sprintf("fsync-%s-%d", z.tag(), i)})
+		}
+	}
+	fmt.Fprintf(cfg.progress, "lockbench: warming up %d Curator JVMs: %d acquire+release cycles each (at most about %v each), then 32 threads for %v on one\n",
+		len(ds), cfg.jvmWarmCycles, jvmWarmBudget, cfg.jvmWarmThreads)
+	// A driver that hangs (a lost server) must not hang the harness.
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(len(ds))*(jvmWarmBudget+time.Minute)+cfg.jvmWarmThreads+2*time.Minute)
+	defer cancel()
+	for _, d := range ds {
+		path := fmt.Sprintf("/lockbench/%s/jvm-warmup/%s", e.runID, d.name)
+		t0 := time.Now()
+		for done := 0; done < cfg.jvmWarmCycles && (done == 0 || time.Since(t0) < jvmWarmBudget); {
+			n := min(jvmWarmChunk, cfg.jvmWarmCycles-done)
+			if _, err := d.c.BenchUncontended(ctx, path, n); err != nil {
+				return fmt.Errorf("warm up Curator JVM %s: %w", d.name, err)
+			}
+			done += n
+		}
+	}
+	if cfg.jvmWarmThreads > 0 {
+		path := fmt.Sprintf("/lockbench/%s/jvm-warmup/threads", e.runID)
+		if _, err := e.zkOn.curators[0].BenchThreads(ctx, path, 32, cfg.jvmWarmThreads); err != nil {
+			return fmt.Errorf("warm up Curator JVM fsync-on-0 with 32 threads: %w", err)
+		}
+	}
+	return nil
+}
+
 // serverVersions describes what the rows ran against.
 type serverVersions struct {
 	zooKeeper string

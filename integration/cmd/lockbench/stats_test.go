@@ -166,6 +166,37 @@ func TestIntervalNote(t *testing.T) {
 			t.Errorf("%d rounds: note %q lacks %q", tc.rounds, got, tc.want)
 		}
 	}
+	// The interval is built from the ratios a row has, not from the rounds
+	// run: a round in which the row measured nothing gives no ratio.
+	rates := func(n int, zeroAt int) []float64 {
+		xs := make([]float64, n)
+		for i := range xs {
+			if i != zeroAt {
+				xs[i] = 100 + float64(i)
+			}
+		}
+		return xs
+	}
+	s := &section{kind: throughput, rows: []*row{
+		{id: "ref", ref: true, rates: rates(21, -1)},
+		{id: "full", rates: rates(21, -1)},
+		{id: "dropped", rates: rates(21, 3)},
+	}}
+	rep := &report{cfg: config{rounds: 21}, sections: []*section{s}}
+	got := rep.intervalNote()
+	for _, want := range []string{
+		"with 20 ratios (of 21 rounds), the 6th and 15th smallest ratio, exact coverage 95.9%",
+		"with 21 rounds, the 6th and 16th smallest ratio, exact coverage 97.3%",
+		"A round in which a row or its reference measured nothing gives no ratio",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("a row with a round dropped: note %q lacks %q", got, want)
+		}
+	}
+	s.rows = s.rows[:2]
+	if got := rep.intervalNote(); strings.Contains(got, "ratios (of") || strings.Contains(got, "gives no ratio") {
+		t.Errorf("every round paired: note %q speaks of dropped rounds", got)
+	}
 	for n, want := range map[int]string{1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 11: "11th", 12: "12th", 13: "13th", 21: "21st", 22: "22nd", 111: "111th"} {
 		if got := ordinal(n); got != want {
 			t.Errorf("ordinal(%d) = %q, want %q", n, got, want)

@@ -65,10 +65,13 @@ func concurrencyLock(s *concurrency.Session, path string) lockFunc {
 	}
 }
 
-// curatorLock is Curator's InterProcessMutex at path in driver c.
+// curatorLock is Curator's InterProcessMutex at path in driver c. It takes
+// the lock with AcquireNode, which replies as soon as acquire() returns (no
+// czxid read), so a sample holds no ZooKeeper call Curator's users do not
+// make.
 func curatorLock(c *integration.Curator, path string) lockFunc {
 	return func(ctx context.Context) (func(context.Context) error, error) {
-		if _, _, err := c.Acquire(ctx, path); err != nil {
+		if _, err := c.AcquireNode(ctx, path); err != nil {
 			return nil, err
 		}
 		return func(ctx context.Context) error { return c.Release(ctx, path) }, nil
