@@ -3,9 +3,13 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
@@ -19,7 +23,17 @@ const (
 
 // DockerAvailable reports, as an error wrapping ErrUnavailable, why the
 // Docker engine cannot be used; nil means it answers.
-func DockerAvailable(ctx context.Context) (err error) {
+func DockerAvailable(ctx context.Context) error {
+	_, err := dockerHost(ctx)
+	return err
+}
+
+// dockerHost checks that the Docker engine answers (see DockerAvailable)
+// and returns the host through which testcontainers reaches the ports that
+// containers publish: "localhost" for a local engine, the engine's host
+// for a remote one, the gateway when the tests themselves run in a
+// container.
+func dockerHost(ctx context.Context) (host string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %s=1 but the Docker engine does not answer: %v", ErrUnavailable, EnvUseDocker, r)
@@ -27,17 +41,75 @@ func DockerAvailable(ctx context.Context) (err error) {
 	}()
 	provider, err := testcontainers.ProviderDefault.GetProvider()
 	if err != nil {
-		return fmt.Errorf("%w: %s=1 but the Docker engine does not answer (is dockerd running, DOCKER_HOST right?): %v",
+		return "", fmt.Errorf("%w: %s=1 but the Docker engine does not answer (is dockerd running, DOCKER_HOST right?): %v",
 			ErrUnavailable, EnvUseDocker, err)
 	}
 	defer provider.Close()
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := provider.Health(hctx); err != nil {
-		return fmt.Errorf("%w: %s=1 but the Docker engine does not answer (is dockerd running, DOCKER_HOST right?): %v",
+		return "", fmt.Errorf("%w: %s=1 but the Docker engine does not answer (is dockerd running, DOCKER_HOST right?): %v",
 			ErrUnavailable, EnvUseDocker, err)
 	}
-	return nil
+	dp, ok := provider.(interface {
+		DaemonHost(context.Context) (string, error)
+	})
+	if !ok {
+		return "", nil
+	}
+	host, err = dp.DaemonHost(hctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s=1 but the Docker engine's host is unknown: %v", ErrUnavailable, EnvUseDocker, err)
+	}
+	return host, nil
+}
+
+// publishPorts publishes the container's ports (as "2181/tcp") on
+// ephemeral host ports, on 127.0.0.1 only when the kit reaches them through
+// loopback (host, from dockerHost, is localhost or a loopback address), so
+// that a test server is not open to the network. Through any other host (a
+// remote engine, or tests in a container reaching the host's gateway) a
+// loopback binding could not be reached: the ports are then published on
+// every interface, as Docker does by default.
+func publishPorts(host string, ports ...string) []testcontainers.ContainerCustomizer {
+	opts := []testcontainers.ContainerCustomizer{testcontainers.WithExposedPorts(ports...)}
+	if !isLoopbackHost(host) {
+		return opts
+	}
+	loopback := netip.MustParseAddr("127.0.0.1")
+	return append(opts, testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+		if hc.PortBindings == nil {
+			hc.PortBindings = network.PortMap{}
+		}
+		for _, p := range ports {
+			// HostPort "": testcontainers makes it "0", an ephemeral port.
+			hc.PortBindings[network.MustParsePort(p)] = []network.PortBinding{{HostIP: loopback}}
+		}
+	}))
+}
+
+// containerEndpoint returns the host:port at which the kit reaches the
+// container's port. Published on loopback (see publishPorts) it is
+// 127.0.0.1:port, where Docker listens, rather than localhost:port, which a
+// client may try on ::1 first.
+func containerEndpoint(ctx context.Context, ctr testcontainers.Container, host, port string) (string, error) {
+	if !isLoopbackHost(host) {
+		return ctr.PortEndpoint(ctx, port, "")
+	}
+	p, err := ctr.MappedPort(ctx, port)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort("127.0.0.1", p.Port()), nil
+}
+
+// isLoopbackHost reports whether host names this machine's loopback.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func imageFromEnv(env, def string) string {
@@ -49,7 +121,8 @@ func imageFromEnv(env, def string) string {
 
 // launchZooKeeperContainer runs a standalone ZooKeeper in a container.
 func launchZooKeeperContainer(ctx context.Context, o options) (*ZooKeeperCluster, error) {
-	if err := DockerAvailable(ctx); err != nil {
+	host, err := dockerHost(ctx)
+	if err != nil {
 		return nil, err
 	}
 	forceSync := "no"
@@ -64,8 +137,7 @@ func launchZooKeeperContainer(ctx context.Context, o options) (*ZooKeeperCluster
 	if check <= 0 {
 		check = 1000
 	}
-	ctr, err := testcontainers.Run(ctx, imageFromEnv(EnvZooKeeperImage, DefaultZooKeeperImage),
-		testcontainers.WithExposedPorts("2181/tcp"),
+	opts := append(publishPorts(host, "2181/tcp"),
 		testcontainers.WithEnv(map[string]string{
 			"ZOO_TICK_TIME":              fmt.Sprint(tick),
 			"ZOO_MAX_CLIENT_CNXNS":       "0",
@@ -76,13 +148,14 @@ func launchZooKeeperContainer(ctx context.Context, o options) (*ZooKeeperCluster
 		}),
 		testcontainers.WithWaitStrategy(wait.ForListeningPort("2181/tcp").WithStartupTimeout(o.startTimeout)),
 	)
+	ctr, err := testcontainers.Run(ctx, imageFromEnv(EnvZooKeeperImage, DefaultZooKeeperImage), opts...)
 	if err != nil {
 		if ctr != nil {
 			testcontainers.TerminateContainer(ctr)
 		}
 		return nil, fmt.Errorf("run ZooKeeper container: %w", err)
 	}
-	addr, err := ctr.PortEndpoint(ctx, "2181/tcp", "")
+	addr, err := containerEndpoint(ctx, ctr, host, "2181/tcp")
 	if err != nil {
 		testcontainers.TerminateContainer(ctr)
 		return nil, err
@@ -103,7 +176,8 @@ func launchZooKeeperContainer(ctx context.Context, o options) (*ZooKeeperCluster
 
 // launchEtcdContainer runs a one-member etcd in a container.
 func launchEtcdContainer(ctx context.Context, o options) (*EtcdCluster, error) {
-	if err := DockerAvailable(ctx); err != nil {
+	host, err := dockerHost(ctx)
+	if err != nil {
 		return nil, err
 	}
 	args := []string{"etcd", "--name=m0", "--data-dir=/tmp/etcd-data",
@@ -113,18 +187,18 @@ func launchEtcdContainer(ctx context.Context, o options) (*EtcdCluster, error) {
 	if !o.fsync {
 		args = append(args, "--unsafe-no-fsync")
 	}
-	ctr, err := testcontainers.Run(ctx, imageFromEnv(EnvEtcdImage, DefaultEtcdImage),
-		testcontainers.WithExposedPorts("2379/tcp"),
+	opts := append(publishPorts(host, "2379/tcp"),
 		testcontainers.WithCmd(args...),
 		testcontainers.WithWaitStrategy(wait.ForHTTP("/health").WithPort("2379/tcp").WithStartupTimeout(o.startTimeout)),
 	)
+	ctr, err := testcontainers.Run(ctx, imageFromEnv(EnvEtcdImage, DefaultEtcdImage), opts...)
 	if err != nil {
 		if ctr != nil {
 			testcontainers.TerminateContainer(ctr)
 		}
 		return nil, fmt.Errorf("run etcd container: %w", err)
 	}
-	ep, err := ctr.PortEndpoint(ctx, "2379/tcp", "")
+	ep, err := containerEndpoint(ctx, ctr, host, "2379/tcp")
 	if err != nil {
 		testcontainers.TerminateContainer(ctr)
 		return nil, err

@@ -22,7 +22,8 @@ const (
 	// Members cannot then be stopped or restarted.
 	EnvEtcdEndpoints = "COORDKIT_ETCD_ENDPOINTS"
 	// EnvUseDocker, when "1" or "true", makes StartZooKeeper and StartEtcd
-	// run standalone servers in containers through testcontainers-go.
+	// run standalone servers in containers through testcontainers-go. With
+	// a local Docker engine their ports are published on 127.0.0.1 only.
 	EnvUseDocker = "COORDKIT_USE_DOCKER"
 	// EnvZooKeeperClasspath overrides the Java class path used to run
 	// ZooKeeper (used as given).
@@ -35,14 +36,33 @@ const (
 	EnvZooKeeperImage = "COORDKIT_ZOOKEEPER_IMAGE"
 	EnvEtcdImage      = "COORDKIT_ETCD_IMAGE"
 	// EnvCI marks a continuous-integration run: a server that cannot be
-	// provided fails the test instead of skipping it.
+	// provided fails the test instead of skipping it. InCI also reads
+	// EnvRequireServers and the variables other CI systems set.
 	EnvCI = "CI"
+	// EnvRequireServers, when "1" or "true", asks for the same strict mode
+	// as CI outside a CI system: a test that cannot get its server fails.
+	EnvRequireServers = "COORDKIT_REQUIRE_SERVERS"
 )
+
+// ciVariables are the variables that InCI reads, EnvRequireServers and CI
+// first, then those of CI systems that do not set CI (or did not always):
+// Azure Pipelines, Jenkins, TeamCity, AWS CodeBuild, Buildkite, GitHub
+// Actions and GitLab CI.
+var ciVariables = []string{
+	EnvRequireServers, EnvCI,
+	"TF_BUILD", "JENKINS_URL", "TEAMCITY_VERSION", "CODEBUILD_BUILD_ID",
+	"BUILDKITE", "GITHUB_ACTIONS", "GITLAB_CI",
+}
+
+// CIVariables returns the names of the environment variables InCI reads.
+// A test that checks what happens outside CI clears them all (t.Setenv(v,
+// "") for each).
+func CIVariables() []string { return append([]string(nil), ciVariables...) }
 
 // ErrUnavailable is wrapped by the errors returned when no server can be
 // provided: ZooKeeper is not installed, or Docker was asked for and its
 // engine does not answer. The testing.TB helpers turn it into a skip, or
-// into a failure when the CI environment variable is set.
+// into a failure under CI (see InCI).
 var ErrUnavailable = errors.New("integration: server unavailable")
 
 // ErrNoControl is wrapped by the errors returned when a member must be
@@ -50,11 +70,25 @@ var ErrUnavailable = errors.New("integration: server unavailable")
 // (they come from the environment or from a container).
 var ErrNoControl = errors.New("integration: servers are not controlled by the kit")
 
-// InCI reports whether the CI environment variable asks for strict mode:
-// it is set to anything but "", "0" or "false".
-func InCI() bool {
-	v := strings.TrimSpace(strings.ToLower(os.Getenv(EnvCI)))
-	return v != "" && v != "0" && v != "false"
+// InCI reports whether the tests run in strict mode, where a server that
+// cannot be provided fails the test instead of skipping it: when
+// COORDKIT_REQUIRE_SERVERS or CI is set, or a variable set by a common CI
+// system (TF_BUILD, JENKINS_URL, TEAMCITY_VERSION, CODEBUILD_BUILD_ID,
+// BUILDKITE, GITHUB_ACTIONS, GITLAB_CI; see CIVariables), to anything but
+// "", "0" or "false". No variable turns strict mode off once one of them
+// turns it on.
+func InCI() bool { return ciVariable() != "" }
+
+// ciVariable returns the first of ciVariables that asks for strict mode,
+// as NAME=value, or "".
+func ciVariable() string {
+	for _, name := range ciVariables {
+		v := strings.TrimSpace(os.Getenv(name))
+		if l := strings.ToLower(v); l != "" && l != "0" && l != "false" {
+			return name + "=" + v
+		}
+	}
+	return ""
 }
 
 func useDocker() bool {
@@ -73,11 +107,11 @@ func splitList(v string) []string {
 	return out
 }
 
-// skipOrFatal skips the test, or fails it when running in CI.
+// skipOrFatal skips the test, or fails it when running in CI (InCI).
 func skipOrFatal(tb testing.TB, format string, args ...any) {
 	tb.Helper()
-	if InCI() {
-		tb.Fatalf(format+" (CI is set, so this is a failure)", args...)
+	if v := ciVariable(); v != "" {
+		tb.Fatalf(format+" (%s is set, so this is a failure)", append(args, v)...)
 	}
 	tb.Skipf(format, args...)
 }

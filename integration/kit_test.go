@@ -565,7 +565,7 @@ func TestExpireZooKeeperSession(t *testing.T) {
 func TestServersFromEnvironmentCannotBeControlled(t *testing.T) {
 	zkAddr := sharedZK.Get(t).Addr(0)
 	etcdEP := sharedEtcd.Get(t).Endpoint(0)
-	t.Setenv(integration.EnvCI, "")
+	notCI(t)
 	t.Setenv(integration.EnvZooKeeperAddrs, zkAddr)
 	t.Setenv(integration.EnvEtcdEndpoints, etcdEP)
 
@@ -606,7 +606,7 @@ func TestServersFromEnvironmentCannotBeControlled(t *testing.T) {
 }
 
 func TestUnavailableServers(t *testing.T) {
-	t.Setenv(integration.EnvCI, "")
+	notCI(t)
 	t.Setenv(integration.EnvZooKeeperAddrs, "")
 	t.Setenv(integration.EnvEtcdEndpoints, "")
 
@@ -640,4 +640,13 @@ func TestUnavailableServers(t *testing.T) {
 		}
 		t.Logf("message: %v", err)
 	})
+}
+
+// notCI clears every variable that marks a CI run (integration.CIVariables),
+// for a test of what the kit does on a user's machine.
+func notCI(t *testing.T) {
+	t.Helper()
+	for _, v := range integration.CIVariables() {
+		t.Setenv(v, "")
+	}
 }

@@ -76,18 +76,23 @@ func (s *Shared[C]) Get(tb testing.TB) C {
 	if !s.started {
 		s.started = true
 		o := buildOptions(s.opts)
+		logDir := o.logDir
 		keep, err := tbLogDir(&o, s.what)
 		if err == nil {
 			s.keepLogs = keep
 			ctx, cancel := context.WithTimeout(context.Background(), 2*o.startTimeout)
 			s.server, err = s.launch(ctx, o)
 			cancel()
+			if err != nil {
+				// The error may name a log: keep the directory, unless
+				// nothing was written to it (nothing was installed, say).
+				if logDir == "" && os.Remove(o.logDir) != nil {
+					err = fmt.Errorf("%w\n(logs kept in %s)", err, o.logDir)
+				}
+				s.keepLogs = nil
+			}
 		}
 		s.err = err
-		if err != nil && s.keepLogs != nil {
-			s.keepLogs(false)
-			s.keepLogs = nil
-		}
 	}
 	if s.err != nil {
 		reportStartError(tb, "shared "+s.what, s.err)

@@ -33,13 +33,22 @@ const debianJarsDir = "/usr/share/java"
 const zkNotInstalled = "ZooKeeper not installed: run `apt-get install -y zookeeper` (Debian) or set " +
 	EnvZooKeeperAddrs + " / " + EnvUseDocker + "=1"
 
+// zkEnsembleNotInstalled is zkNotInstalled for an ensemble asked for with
+// EnvUseDocker set, which runs standalone servers only.
+const zkEnsembleNotInstalled = "ZooKeeper not installed, and %s=1 runs standalone servers only: a %d-member ensemble needs the local installation (run `apt-get install -y zookeeper` on Debian) or %d servers listed in " +
+	EnvZooKeeperAddrs
+
 // ZooKeeperCluster is a ZooKeeper server or ensemble started for tests: a
 // standalone server by default, an ensemble with WithMembers(3). Members
 // are numbered from 0; member i has myid i+1.
 //
-// Servers started by the kit run as child processes of the test binary,
-// each in its own process group, and can be stopped, killed and started
-// again on the same ports and data directory. Servers given by the
+// Servers started by the kit run as child processes of the test binary
+// and can be stopped, killed and started again on the same ports and data
+// directory. On Linux each member runs in its own process group, which
+// Stop, Kill and Close signal whole, and is killed if the test binary
+// dies; on other systems only the member's JVM is signalled, and a test
+// binary that dies without its cleanup leaves the JVMs running (see
+// process_other.go). Servers given by the
 // environment (COORDKIT_ZOOKEEPER_ADDRS) or run in a container can only be
 // used: the methods that need control skip the test (fail it under CI).
 type ZooKeeperCluster struct {
@@ -75,18 +84,19 @@ func (m *zkMember) logFile() string { return m.logPath }
 // (Debian's zookeeper package, or the jars named by
 // COORDKIT_ZOOKEEPER_CLASSPATH / COORDKIT_ZOOKEEPER_JARS_DIR).
 //
-// When no server can be provided the test is skipped, or fails if the CI
-// environment variable is set. Data directories are under tb.TempDir();
-// logs go to a temporary directory that is removed when the test passes
-// and kept, with its path and the last lines of each log reported, when
-// it fails.
+// When no server can be provided the test is skipped, or fails in strict
+// mode (CI; see InCI). Data directories are under tb.TempDir(); logs go to
+// a temporary directory that is removed when the test passes and kept,
+// with its path and the last lines of each log reported, when it fails or
+// the server fails to start.
 func StartZooKeeper(tb testing.TB, opts ...Option) *ZooKeeperCluster {
 	tb.Helper()
 	return startForTest(tb, "ZooKeeper", launchZooKeeper, opts)
 }
 
 // startForTest launches a cluster for one test: data under tb.TempDir(), a
-// log directory kept only when the test fails, the cluster closed in
+// log directory kept only when the test fails or the cluster fails to start
+// (then the error says where), the cluster closed in
 // tb.Cleanup with its log tails reported on failure. When the cluster cannot
 // start the test is skipped (failed under CI) and nil is returned.
 func startForTest[C interface {
@@ -99,6 +109,7 @@ func startForTest[C interface {
 	if o.dir == "" {
 		o.dir = tb.TempDir()
 	}
+	logDir := o.logDir
 	keepLogs, err := tbLogDir(&o, strings.ToLower(what))
 	if err != nil {
 		tb.Fatalf("start %s: %v", what, err)
@@ -107,7 +118,11 @@ func startForTest[C interface {
 	defer cancel()
 	c, err := launch(ctx, o)
 	if err != nil {
-		keepLogs(false)
+		// The error may name a log: keep the directory, unless nothing
+		// was written to it (nothing was installed, say).
+		if logDir == "" && os.Remove(o.logDir) != nil {
+			err = fmt.Errorf("%w\n(logs kept in %s)", err, o.logDir)
+		}
 		reportStartError(tb, what, err)
 		return zero
 	}
@@ -230,7 +245,9 @@ func (c *cluster[M]) control(tb testing.TB, op string, i int, do func(M) error) 
 // makes a data directory, which Close removes, and logs there. It calls
 // start with attempt 1, 2, 3 until start succeeds; after a failure it
 // calls failed, which cleans up and reports whether a port was taken, and
-// gives up unless one was.
+// gives up unless one was. When it gives up and the members have written
+// logs in the data directory it made, it keeps that directory and says so
+// in the error.
 func (c *cluster[M]) launch(ctx context.Context, start func(attempt int) error, failed func(error) (portTaken bool)) error {
 	if c.opts.dir == "" {
 		dir, err := os.MkdirTemp("", "coordkit-"+strings.ToLower(c.kind)+"-")
@@ -249,6 +266,11 @@ func (c *cluster[M]) launch(ctx context.Context, start func(attempt int) error, 
 			return nil
 		}
 		if !failed(err) || attempt == attempts || ctx.Err() != nil {
+			if c.ownedDir != "" && c.opts.logDir == c.ownedDir {
+				if logs, _ := filepath.Glob(filepath.Join(c.ownedDir, "*.log")); len(logs) > 0 {
+					return fmt.Errorf("%w\n(data and logs kept in %s)", err, c.ownedDir)
+				}
+			}
 			c.removeOwnedDir()
 			return err
 		}
@@ -288,6 +310,13 @@ func launchZooKeeper(ctx context.Context, o options) (*ZooKeeperCluster, error) 
 	if useDocker() && o.members == 1 {
 		return launchZooKeeperContainer(ctx, o)
 	}
+	if useDocker() {
+		// An ensemble: the message must not suggest Docker.
+		if _, _, missing := zooKeeperInstallation(); len(missing) > 0 {
+			return nil, fmt.Errorf("%w: "+zkEnsembleNotInstalled+" (%s)",
+				ErrUnavailable, EnvUseDocker, o.members, o.members, strings.Join(missing, "; "))
+		}
+	}
 	return launchLocalZooKeeper(ctx, o)
 }
 
@@ -312,8 +341,16 @@ func debianClasspath(names []string) (classpath, missing string) {
 // uses to run ZooKeeper, or an error wrapping ErrUnavailable that says what
 // is missing.
 func ZooKeeperInstallation() (java, classpath string, err error) {
-	var missing []string
-	java, err = findJava()
+	java, classpath, missing := zooKeeperInstallation()
+	if len(missing) > 0 {
+		return "", "", fmt.Errorf("%w: %s (%s)", ErrUnavailable, zkNotInstalled, strings.Join(missing, "; "))
+	}
+	return java, classpath, nil
+}
+
+// zooKeeperInstallation is ZooKeeperInstallation, with what is missing.
+func zooKeeperInstallation() (java, classpath string, missing []string) {
+	java, err := findJava()
 	if err != nil {
 		missing = append(missing, err.Error())
 	}
@@ -334,10 +371,7 @@ func ZooKeeperInstallation() (java, classpath string, err error) {
 			missing = append(missing, absent)
 		}
 	}
-	if len(missing) > 0 {
-		return "", "", fmt.Errorf("%w: %s (%s)", ErrUnavailable, zkNotInstalled, strings.Join(missing, "; "))
-	}
-	return java, classpath, nil
+	return java, classpath, missing
 }
 
 func findJava() (string, error) {
