@@ -256,6 +256,10 @@ func (g *Guard) Context() context.Context { g.hold.Watch(); return g.hold.Contex
 // increase from one holder of the path to the next.
 func (g *Guard) Token() int64 { return g.hold.Token() }
 
+// SessionID is the id of the session that holds the lock (its Conn's
+// SessionID): fence.Set uses it to tell the holder's own connection.
+func (g *Guard) SessionID() string { return g.hold.SessionID() }
+
 // Fence returns the condition that holds exactly while the guard's lock node
 // exists (the incarnation with its token; a write to the node's data does not
 // fail it), for backend.Conn.GuardedSet on data kept in the same backend.

@@ -47,10 +47,12 @@ var ErrStale = errors.New("fence: the hold is no longer current")
 // matching recipes.ErrLost after a loss. When the server refused the write
 // (the hold's node is gone or replaced although the hold had not heard of
 // it yet) it matches ErrStale, recipes.ErrLost and backend.ErrGuardFailed;
-// when the connection reports the holder's session ended (expired or
-// closed) before the hold has heard of it, it matches ErrStale,
+// when conn is the holder's own connection (a Guard of recipes/mutex or
+// recipes/fairlock tells its session's id) and reports the session ended
+// (expired or closed) before the hold has heard of it, it matches ErrStale,
 // recipes.ErrLost and that reason (coordkit.ErrSessionLost or
-// coordkit.ErrClosed). Other errors are the backend's: backend.ErrNoNode
+// coordkit.ErrClosed); another connection's end is returned as the
+// backend's error. Other errors are the backend's: backend.ErrNoNode
 // if path does not exist, backend.ErrBadVersion for a version mismatch, and
 // so on. conn should be the connection of the session that holds (any
 // connection to the same backend works for the check, and a holder whose
@@ -64,8 +66,8 @@ func Set(ctx context.Context, conn backend.Conn, held recipes.Held, path string,
 		return backend.Node{}, fmt.Errorf("fence: set %s: %w (%w)", path, ErrStale, err)
 	}
 	n, err := conn.GuardedSet(ctx, held.Fences(), path, data, version)
-	if errors.Is(err, backend.ErrGuardFailed) || errors.Is(err, coordkit.ErrSessionLost) || errors.Is(err, coordkit.ErrClosed) {
-		// Refused, or the holder's session has ended (the connection can
+	if errors.Is(err, backend.ErrGuardFailed) || holdersSessionEnded(conn, held, err) {
+		// Refused, or the holder's session has ended (its connection can
 		// know before the session and the hold do): stale either way.
 		if herr := held.Err(); herr != nil {
 			// Ended meanwhile (an Unlock on another goroutine, say).
@@ -77,6 +79,18 @@ func Set(ctx context.Context, conn backend.Conn, held recipes.Held, path string,
 		return backend.Node{}, fmt.Errorf("fence: set %s: %w", path, err)
 	}
 	return n, nil
+}
+
+// holdersSessionEnded reports whether err says that the session of conn has
+// ended and conn is the holder's own connection (held tells its session's
+// id, as the Guards of recipes/mutex and recipes/fairlock do). The end of
+// another session says nothing of the hold.
+func holdersSessionEnded(conn backend.Conn, held recipes.Held, err error) bool {
+	if !errors.Is(err, coordkit.ErrSessionLost) && !errors.Is(err, coordkit.ErrClosed) {
+		return false
+	}
+	s, ok := held.(interface{ SessionID() string })
+	return ok && s.SessionID() == conn.SessionID()
 }
 
 // isNil reports whether held is nil or a nil pointer (a Guard variable left

@@ -178,6 +178,9 @@ type staleHeld struct{ recipes.Held }
 
 func (staleHeld) Err() error { return nil }
 
+// SessionID passes the Guard's on, so that Set knows the holder's connection.
+func (h staleHeld) SessionID() string { return h.Held.(interface{ SessionID() string }).SessionID() }
+
 // TestSetOnAnExpiredSession: the server has expired the holder's session
 // and its connection already says so, but the hold has not heard of it yet.
 // Set writes nothing, and its error says the hold is stale (ErrStale,
@@ -203,6 +206,36 @@ func TestSetOnAnExpiredSession(t *testing.T) {
 	}
 	awaitData(t, b.Conn(), "/data/config", "v0", "the data after a Set through an expired session")
 	g.Unlock(ctx)
+}
+
+// TestSetThroughAnotherEndedSession: the connection passed to Set is not
+// the holder's, and its own session has ended. That says nothing of the
+// hold: the error is the backend's, not ErrStale, and the hold lives on.
+func TestSetThroughAnotherEndedSession(t *testing.T) {
+	drv, a, b := twoSessions(t)
+	ctx := context.Background()
+	m, err := mutex.New(a, "/locks/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := m.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Unlock(ctx)
+	if err := drv.Expire(b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = fence.Set(ctx, b.Conn(), g, "/data/config", []byte("v1"), backend.AnyVersion)
+	if !errors.Is(err, coordkit.ErrSessionLost) || errors.Is(err, fence.ErrStale) || errors.Is(err, recipes.ErrLost) {
+		t.Fatalf("Set through another, expired session: %v, want its ErrSessionLost, not ErrStale or ErrLost", err)
+	}
+	if g.Err() != nil {
+		t.Fatalf("the hold ended: %v", g.Err())
+	}
+	if _, err := fence.Set(ctx, a.Conn(), g, "/data/config", []byte("v1"), backend.AnyVersion); err != nil {
+		t.Fatalf("Set through the holder's connection: %v", err)
+	}
 }
 
 func TestRegister(t *testing.T) {

@@ -278,6 +278,10 @@ func (g *Guard) Context() context.Context { g.acq.hold.Watch(); return g.ctx }
 // larger one.
 func (g *Guard) Token() int64 { return g.acq.node.Token }
 
+// SessionID is the id of the session that holds the lock (its Conn's
+// SessionID): fence.Set uses it to tell the holder's own connection.
+func (g *Guard) SessionID() string { return g.acq.hold.SessionID() }
+
 // Fence returns the condition for guarded writes to data kept in the same
 // backend (backend.Conn.GuardedSet, or fence.Set): the owner node exists
 // and, where the backend can compare it (etcd, memory), is the incarnation

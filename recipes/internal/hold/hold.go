@@ -210,6 +210,9 @@ func (h *Hold) End(cause error) bool {
 	return endedIt
 }
 
+// SessionID is the id of the session that holds (its Conn's SessionID).
+func (h *Hold) SessionID() string { return h.conn.SessionID() }
+
 // Fence returns the guard that holds while the grant's node exists, at any
 // data version: the incarnation with the grant's token (compared where the
 // backend can: etcd, memory; on ZooKeeper the node's unique name says it).
