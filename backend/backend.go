@@ -73,8 +73,10 @@ type Conn interface {
 
 	// Events delivers the session's state changes in order. The driver
 	// buffers them without bound, so a slow reader delays but never loses
-	// them. The channel is closed right after the terminal event
-	// (StateExpired or StateClosed), which is always delivered.
+	// them, until Driver.Close, which drops what nobody has read beyond the
+	// channel's buffer. The channel is closed right after the terminal event
+	// (StateExpired or StateClosed), which is always delivered unless
+	// Driver.Close dropped it.
 	Events() <-chan ConnEvent
 
 	// Create creates a node and returns it with its Seq and Token. For a

@@ -3,7 +3,7 @@ package backend
 import "sync"
 
 // EventQueue is for drivers: it delivers a Conn's state events in order,
-// never drops one and never blocks the producer. Events go straight into a
+// never drops one (until Abort) and never blocks the producer. Events go straight into a
 // buffered channel while it has room; behind a slow reader they queue up in
 // an unbounded backlog fed to the channel by a goroutine that exists only
 // while the backlog is non-empty. The channel is closed right after the

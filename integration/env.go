@@ -39,8 +39,9 @@ const (
 	// provided fails the test instead of skipping it. InCI also reads
 	// EnvRequireServers and the variables other CI systems set.
 	EnvCI = "CI"
-	// EnvRequireServers, when "1" or "true", asks for the same strict mode
-	// as CI outside a CI system: a test that cannot get its server fails.
+	// EnvRequireServers, set to anything but "", "0" or "false" ("1", say),
+	// asks for the same strict mode as CI outside a CI system: a test that
+	// cannot get its server fails.
 	EnvRequireServers = "COORDKIT_REQUIRE_SERVERS"
 )
 

@@ -76,12 +76,13 @@ func echo(t *testing.T, c net.Conn, b string) {
 }
 
 // TestProxyUnblackholeRacingADrop: an Unblackhole that runs right after a
-// pump has decided to drop a chunk (the hook runs it at that point, on the
-// pump's goroutine) resets that connection, whose byte stream now has a
-// hole, and leaves a connection that lost nothing open. Before the drop
-// decision and the connection's mark were one step under the proxy's lock,
-// an Unblackhole in this window saw the connection unmarked and left it open
-// with a chunk missing.
+// pump has dropped a chunk (the hook runs it at that point, on the pump's
+// goroutine) resets that connection, whose byte stream now has a hole, and
+// leaves a connection that lost nothing open. (The race this was written
+// for, an Unblackhole between the pump's drop decision and its marking of
+// the connection, has no window left to reproduce: the two are now one step
+// under the proxy's lock. This test checks what must hold either side of
+// that step.)
 func TestProxyUnblackholeRacingADrop(t *testing.T) {
 	upstream, received := echoServer(t)
 	p, err := StartProxy(upstream)

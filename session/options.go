@@ -15,10 +15,12 @@ import (
 const DefaultTTL = 15 * time.Second
 
 // ErrorPolicy decides whether a state ends every hold taken on the session.
-// Lost and Closed always end them, whatever the policy says. It is called on
-// the session's own goroutine for every state change, before the session
-// records it: it should return at once (it may call the Session's methods,
-// which report the state before the change).
+// Lost and Closed always end them, whatever the policy says, without asking
+// it. It is called on the session's own goroutine for every change to
+// Suspended or Reconnected, before the session records it: it should return
+// at once. It may read the Session (State, Err, HoldContext report the state
+// before the change), but must not call Close, which waits for that
+// goroutine.
 type ErrorPolicy func(State) bool
 
 // StandardPolicy ends holds on Suspended and Lost: Curator's standard

@@ -93,7 +93,8 @@
 // delays StateDisconnected or StateExpired.
 //
 // Events are buffered without bound and the terminal event (StateExpired or
-// StateClosed) is always delivered before the channel is closed. After expiry
+// StateClosed) is always delivered before the channel is closed (until
+// Driver.Close, which drops what nobody has read beyond the buffer). After expiry
 // every call fails with coordkit.ErrSessionLost, after Close with
 // coordkit.ErrClosed.
 //

@@ -52,7 +52,8 @@
 // Events is a channel with a buffer of 64 events; beyond that, events wait
 // in an unbounded queue fed to the channel by a goroutine that exists only
 // while the reader lags, so neither go-zookeeper's loop nor the driver ever
-// blocks on a slow reader and no event is dropped.
+// blocks on a slow reader and no event is dropped (until Driver.Close,
+// which drops what nobody has read beyond the buffer).
 //
 // # Calls, contexts and errors
 //

@@ -266,8 +266,8 @@ func (g *Guard) SessionID() string { return g.hold.SessionID() }
 func (g *Guard) Fence() backend.Guard { return g.hold.Fence() }
 
 // Fences returns Fence alone: the lock node's protected, sequential name is
-// no other node's while it exists, so its version says that it is unchanged
-// on ZooKeeper, and its create revision on etcd.
+// no other node's while it exists, so on ZooKeeper its existence says it is
+// this grant's node, and on etcd its create revision (the token) does.
 func (g *Guard) Fences() []backend.Guard { return []backend.Guard{g.Fence()} }
 
 // Unlock releases the lock: it ends the hold (Err becomes

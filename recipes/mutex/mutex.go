@@ -156,10 +156,9 @@ func (m *Mutex) Lock(ctx context.Context) (*Guard, error) { return m.lock(ctx, f
 // suspended session hold, it returns at once an error matching
 // backend.ErrConnectionLoss, without sending anything. (On ZooKeeper a
 // create already sent when the connection drops is waited for, bounded by
-// ctx: until the reconnect tells its outcome, or the session ends.) Like every error of
-// Lock and TryLock, it
-// never matches recipes.ErrLost: a call that got no hold lost nothing.
-// Other errors are as for Lock.
+// ctx: until the reconnect tells its outcome, or the session ends.) Like
+// every error of Lock and TryLock, it never matches recipes.ErrLost: a call
+// that got no hold lost nothing. Other errors are as for Lock.
 func (m *Mutex) TryLock(ctx context.Context) (*Guard, error) { return m.lock(ctx, true) }
 
 func (m *Mutex) lock(ctx context.Context, try bool) (*Guard, error) {
