@@ -134,3 +134,43 @@ func (q *EventQueue) pump(done chan struct{}) {
 		}
 	}
 }
+
+// UnreadEvents is for drivers: it keeps the Conns closed before
+// Driver.Close whose Events still hold events nobody has read, so that
+// Driver.Close can drop them and no goroutine outlives it waiting for a
+// reader. delivered reports whether a Conn's Events is closed (every event
+// taken, or dropped). The zero value is not usable; call NewUnreadEvents.
+// It is not safe for concurrent use: the driver's lock guards it.
+type UnreadEvents[C comparable] struct {
+	delivered func(C) bool
+	conns     map[C]struct{}
+}
+
+// NewUnreadEvents returns an empty set that asks delivered about its Conns.
+func NewUnreadEvents[C comparable](delivered func(C) bool) *UnreadEvents[C] {
+	return &UnreadEvents[C]{delivered: delivered, conns: map[C]struct{}{}}
+}
+
+// Closed records that c was closed: it is kept if its events are not all
+// delivered, and those kept before whose events have been taken since are
+// forgotten.
+func (u *UnreadEvents[C]) Closed(c C) {
+	for k := range u.conns {
+		if u.delivered(k) {
+			delete(u.conns, k)
+		}
+	}
+	if !u.delivered(c) {
+		u.conns[c] = struct{}{}
+	}
+}
+
+// Take returns the Conns kept and forgets them (Driver.Close).
+func (u *UnreadEvents[C]) Take() []C {
+	out := make([]C, 0, len(u.conns))
+	for c := range u.conns {
+		out = append(out, c)
+	}
+	clear(u.conns)
+	return out
+}

@@ -1,6 +1,7 @@
 package backend_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -104,5 +105,25 @@ func TestEventQueueAbortWhileSending(t *testing.T) {
 		default:
 			t.Fatalf("round %d: the channel is still open after Abort returned", i)
 		}
+	}
+}
+
+// TestUnreadEvents: a closed Conn is kept while its events are undelivered,
+// forgotten once they are, and Take hands over what is kept.
+func TestUnreadEvents(t *testing.T) {
+	delivered := map[string]bool{"read": true}
+	u := backend.NewUnreadEvents(func(c string) bool { return delivered[c] })
+	u.Closed("read")   // all taken: not kept
+	u.Closed("behind") // kept
+	u.Closed("later")  // kept
+	delivered["behind"] = true
+	u.Closed("third") // "behind" has been read since: forgotten
+	got := u.Take()
+	slices.Sort(got)
+	if want := []string{"later", "third"}; !slices.Equal(got, want) {
+		t.Fatalf("kept %v, want %v", got, want)
+	}
+	if got := u.Take(); len(got) != 0 {
+		t.Fatalf("a second Take returned %v", got)
 	}
 }

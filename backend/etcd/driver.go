@@ -72,10 +72,10 @@ type Driver struct {
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
-	// lingering are closed Conns whose Events still hold events nobody
-	// has read: Close drops them (see forget).
-	lingering map[*conn]struct{}
-	closed    bool
+	// unread are closed Conns whose Events still hold events nobody has
+	// read: Close drops them.
+	unread *backend.UnreadEvents[*conn]
+	closed bool
 }
 
 var _ backend.Driver = (*Driver)(nil)
@@ -97,7 +97,7 @@ func New(client *clientv3.Client, opts ...Option) (*Driver, error) {
 // newDriver returns a driver on cli; owns says whether Close closes cli.
 func newDriver(cli *clientv3.Client, owns bool, o options) *Driver {
 	return &Driver{cli: cli, kv: clientv3.RetryKVClient(cli), owns: owns, o: o, lateApplyWindow: defaultLateApplyWindow,
-		conns: make(map[*conn]struct{})}
+		conns: make(map[*conn]struct{}), unread: backend.NewUnreadEvents((*conn).eventsDelivered)}
 }
 
 // Dial creates an etcd client from cfg and returns a driver that owns it:
@@ -273,25 +273,12 @@ func defaultSuspendAfter(ttl time.Duration) time.Duration {
 // ends its holds) before the server can expire it.
 func maxSuspendAfter(ttl time.Duration) time.Duration { return ttl * 9 / 10 }
 
-// forget drops a closed Conn, unless its Events still hold events nobody
-// has read: those Close drops, so that no goroutine outlives it waiting for
-// a reader. Conns whose events have all been taken since are dropped here
-// too.
+// forget drops a closed Conn (see Driver.Close for its unread events).
 func (d *Driver) forget(c *conn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.conns, c)
-	for l := range d.lingering {
-		if l.eventsDelivered() {
-			delete(d.lingering, l)
-		}
-	}
-	if !c.eventsDelivered() {
-		if d.lingering == nil {
-			d.lingering = map[*conn]struct{}{}
-		}
-		d.lingering[c] = struct{}{}
-	}
+	d.unread.Closed(c)
 }
 
 // Close closes every Conn opened by the driver, each bounded by its TTL, and
@@ -325,10 +312,7 @@ func (d *Driver) Close() error {
 	// goroutine outlives Driver.Close waiting for a reader. That includes
 	// Conns closed before, whose events are still unread.
 	d.mu.Lock()
-	for c := range d.lingering {
-		conns = append(conns, c)
-	}
-	d.lingering = nil
+	conns = append(conns, d.unread.Take()...)
 	d.mu.Unlock()
 	for _, c := range conns {
 		c.abandonEvents()

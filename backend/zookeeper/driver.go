@@ -55,12 +55,12 @@ type Driver struct {
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
-	// lingering are closed Conns whose Events still hold events nobody
-	// has read: Close drops them (see forget).
-	lingering map[*conn]struct{}
-	closed    bool
-	bgN       int           // go-zookeeper Close calls left running by conn.closeZK
-	bgZero    chan struct{} // closed when bgN drops to 0
+	// unread are closed Conns whose Events still hold events nobody has
+	// read: Close drops them.
+	unread *backend.UnreadEvents[*conn]
+	closed bool
+	bgN    int           // go-zookeeper Close calls left running by conn.closeZK
+	bgZero chan struct{} // closed when bgN drops to 0
 }
 
 var _ backend.Driver = (*Driver)(nil)
@@ -81,6 +81,7 @@ func New(servers []string, opts ...Option) (*Driver, error) {
 		servers: append([]string(nil), servers...),
 		opts:    options{log: zap.NewNop()},
 		conns:   make(map[*conn]struct{}),
+		unread:  backend.NewUnreadEvents(func(c *conn) bool { return c.events.Delivered() }),
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -182,10 +183,7 @@ func (d *Driver) Close() error {
 	// goroutine outlives Driver.Close waiting for a reader. That includes
 	// Conns closed before, whose events are still unread.
 	d.mu.Lock()
-	for c := range d.lingering {
-		conns = append(conns, c)
-	}
-	d.lingering = nil
+	conns = append(conns, d.unread.Take()...)
 	d.mu.Unlock()
 	for _, c := range conns {
 		c.events.Abort()
@@ -215,25 +213,12 @@ func (d *Driver) bgAdd(delta int) {
 	}
 }
 
-// forget drops a closed Conn, unless its Events still hold events nobody
-// has read: those Close drops, so that no queue's goroutine outlives it
-// waiting for a reader. Conns whose events have all been taken since are
-// dropped here too.
+// forget drops a closed Conn (see Driver.Close for its unread events).
 func (d *Driver) forget(c *conn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.conns, c)
-	for l := range d.lingering {
-		if l.events.Delivered() {
-			delete(d.lingering, l)
-		}
-	}
-	if !c.events.Delivered() {
-		if d.lingering == nil {
-			d.lingering = map[*conn]struct{}{}
-		}
-		d.lingering[c] = struct{}{}
-	}
+	d.unread.Closed(c)
 }
 
 // dial opens a TCP connection for go-zookeeper, unless the conn may no
