@@ -181,6 +181,20 @@ func (staleHeld) Err() error { return nil }
 // SessionID passes the Guard's on, so that Set knows the holder's connection.
 func (h staleHeld) SessionID() string { return h.Held.(interface{ SessionID() string }).SessionID() }
 
+// lockConfig takes the mutex at /locks/config on s.
+func lockConfig(t *testing.T, s *session.Session) *mutex.Guard {
+	t.Helper()
+	m, err := mutex.New(s, "/locks/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := m.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
 // TestSetOnAnExpiredSession: the server has expired the holder's session
 // and its connection already says so, but the hold has not heard of it yet.
 // Set writes nothing, and its error says the hold is stale (ErrStale,
@@ -189,18 +203,11 @@ func (h staleHeld) SessionID() string { return h.Held.(interface{ SessionID() st
 func TestSetOnAnExpiredSession(t *testing.T) {
 	drv, a, b := twoSessions(t)
 	ctx := context.Background()
-	m, err := mutex.New(a, "/locks/config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := m.Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := lockConfig(t, a)
 	if err := drv.Expire(a.ID()); err != nil {
 		t.Fatal(err)
 	}
-	_, err = fence.Set(ctx, a.Conn(), staleHeld{g}, "/data/config", []byte("stale"), backend.AnyVersion)
+	_, err := fence.Set(ctx, a.Conn(), staleHeld{g}, "/data/config", []byte("stale"), backend.AnyVersion)
 	if !errors.Is(err, fence.ErrStale) || !errors.Is(err, recipes.ErrLost) || !errors.Is(err, coordkit.ErrSessionLost) {
 		t.Fatalf("Set through an expired session: %v, want ErrStale, ErrLost and ErrSessionLost", err)
 	}
@@ -214,19 +221,12 @@ func TestSetOnAnExpiredSession(t *testing.T) {
 func TestSetThroughAnotherEndedSession(t *testing.T) {
 	drv, a, b := twoSessions(t)
 	ctx := context.Background()
-	m, err := mutex.New(a, "/locks/config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := m.Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := lockConfig(t, a)
 	defer g.Unlock(ctx)
 	if err := drv.Expire(b.ID()); err != nil {
 		t.Fatal(err)
 	}
-	_, err = fence.Set(ctx, b.Conn(), g, "/data/config", []byte("v1"), backend.AnyVersion)
+	_, err := fence.Set(ctx, b.Conn(), g, "/data/config", []byte("v1"), backend.AnyVersion)
 	if !errors.Is(err, coordkit.ErrSessionLost) || errors.Is(err, fence.ErrStale) || errors.Is(err, recipes.ErrLost) {
 		t.Fatalf("Set through another, expired session: %v, want its ErrSessionLost, not ErrStale or ErrLost", err)
 	}
