@@ -701,7 +701,7 @@ func (c *Curator) close() error {
 	case !clean && quitErr == nil:
 		errs = append(errs, fmt.Errorf("curator driver did not quit within 15s and was killed\n%s", c.stderr.tail()))
 	case !clean && errors.Is(quitErr, errDriverStuck):
-		errs = append(errs, fmt.Errorf("%v, and was killed\n%s", quitErr, c.stderr.tail()))
+		errs = append(errs, fmt.Errorf("%w, and was killed\n%s", quitErr, c.stderr.tail()))
 	case !clean:
 		errs = append(errs, fmt.Errorf("curator driver had exited before Close (%v)\n%s", c.proc.err, c.stderr.tail()))
 	case c.proc.err != nil:
